@@ -1,0 +1,595 @@
+"""The real AccessControl: per-app keys, route whitelists, rpm limits, token
+budgets (reserve, then settle), the usage ledger, the audit log and per-app
+metrics. See router_app/access_protocol.py for the seam with the core and
+router_app/README-access.md for the user-facing semantics.
+
+Hot path (event loop): key check = dict lookup by key id + one salted SHA-256
++ constant-time compare; rate and budget checks are in-memory. SQLite writes
+and audit lines go to the LedgerWriter thread (group commit).
+"""
+from __future__ import annotations
+
+import asyncio
+import calendar
+import itertools
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+import orjson
+
+from .access_config import AccessSettings, resolve_store_path, settings_from
+from .access_protocol import ApiError, Principal
+from .audit import RotatingJsonl
+from .ratelimit import RateLimiter, retry_after_header
+from .store import KeyRecord, LedgerWriter, Store, UsageRow, split_token, utc_day, utc_month
+
+AUTO_MODEL = "homelab/auto"
+
+
+def _next_day(ts: float) -> float:
+    return (int(ts // 86400) + 1) * 86400.0
+
+
+def _next_month(ts: float) -> float:
+    t = time.gmtime(ts)
+    y, m = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    return float(calendar.timegm((y, m, 1, 0, 0, 0, 0, 0, 0)))
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def resolve_models(models: Iterable[str], cfg: Any) -> tuple[set[str], list[str]]:
+    """Model names a key may call -> the routes they reach (under ``cfg``).
+
+    A route name, an alias, a route's upstream model id -> that route;
+    ``homelab/<bucket>`` -> the bucket's route and its size-promotion routes;
+    ``homelab/auto`` -> every route. Returns (routes, unknown names)."""
+    routes_cfg = getattr(cfg, "routes", {}) or {}
+    buckets = getattr(cfg, "buckets", {}) or {}
+    promos = getattr(cfg, "size_promotions", {}) or {}
+    by_alias: dict[str, str] = {}
+    for rname, r in routes_cfg.items():
+        by_alias[rname] = rname
+        by_alias.setdefault(getattr(r, "model", None) or rname, rname)
+        for a in getattr(r, "aliases", []) or []:
+            by_alias[a] = rname
+    out: set[str] = set()
+    unknown: list[str] = []
+    for m in models:
+        if m == AUTO_MODEL:
+            out.update(routes_cfg)
+        elif m in by_alias:
+            out.add(by_alias[m])
+        elif m.startswith("homelab/") and m[len("homelab/"):] in buckets:
+            b = m[len("homelab/"):]
+            out.add(buckets[b].route)
+            for p in promos.get(b, []) or []:
+                out.add(p.route)
+        else:
+            unknown.append(m)
+    return out, unknown
+
+
+def allowed_for(rec: KeyRecord, cfg: Any) -> Optional[frozenset]:
+    if rec.routes is None and rec.models is None:
+        return None
+    allowed: set[str] = set(rec.routes or ())
+    if rec.models:
+        allowed |= resolve_models(rec.models, cfg)[0]
+    return frozenset(allowed)
+
+
+@dataclass
+class _AppState:
+    day: str
+    month: str
+    spent_day: int = 0
+    spent_month: int = 0
+    reserved: int = 0
+    inflight: int = 0
+
+
+@dataclass
+class Ticket:
+    request_id: str
+    app: str
+    kid: Optional[str]
+    route: str
+    reserved: int
+    est_prompt: int
+    t0: float
+    prompt: Optional[str] = None
+    settled: bool = False
+
+
+class _Metrics:
+    """Counters labelled by app and route only (bounded: keys x routes)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[tuple[str, str], int] = {}
+        self.prompt: dict[tuple[str, str], int] = {}
+        self.completion: dict[tuple[str, str], int] = {}
+        self.errors: dict[tuple[str, str], int] = {}
+        self.forbidden: dict[tuple[str, str], int] = {}
+        self.rate_limited: dict[str, int] = {}
+        self.budget_refused: dict[str, int] = {}
+        self.unauthorized = 0
+
+
+class AccessController:
+    """Implements router_app.access_protocol.AccessControl."""
+
+    def __init__(self, settings: AccessSettings, store: Store, cfg: Any = None, *,
+                 log_dir: Optional[str] = None, clock: Callable[[], float] = time.time,
+                 start_writer: bool = True, poll_s: float = 0.5):
+        self.settings = settings
+        self.store = store
+        self.cfg = cfg
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._rate = RateLimiter()
+        self._metrics = _Metrics()
+        self._ids = itertools.count(1)
+        self._id_prefix = uuid.uuid4().hex[:12]
+        self._log_dir = log_dir
+        self._audit: Optional[RotatingJsonl] = None
+        self._structured_log: Optional[RotatingJsonl] = None
+        if log_dir:
+            self._audit = RotatingJsonl(os.path.join(log_dir, "audit.jsonl"),
+                                        settings.audit_log.max_bytes, settings.audit_log.keep)
+            self._structured_log = RotatingJsonl(
+                os.path.join(log_dir, "structured-validation.jsonl"),
+                settings.audit_log.max_bytes, settings.audit_log.keep)
+        self._keys: dict[str, KeyRecord] = {}
+        self._revoked: dict[str, KeyRecord] = {}
+        self._allowed: dict[str, Optional[frozenset]] = {}
+        self._any_key = False
+        self._apps: dict[str, _AppState] = {}
+        self._day_end = 0.0
+        self._month_end = 0.0
+        self._reload_keys()
+        self._load_spent()
+        self.writer = LedgerWriter(store, audit_sink=self._audit.write_lines if self._audit else None,
+                                   on_external_change=self._reload_keys, poll_s=poll_s)
+        if start_writer:
+            self.writer.start()
+
+    # -- construction ---------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: Any, **kw: Any) -> "AccessController":
+        s = settings_from(cfg)
+        store = Store(resolve_store_path(s, cfg))
+        log_dir = kw.pop("log_dir", None) or getattr(cfg, "log_dir", None)
+        if log_dir and not os.path.isabs(log_dir):
+            log_dir = os.path.abspath(log_dir)
+        return cls(s, store, cfg, log_dir=log_dir, **kw)
+
+    def update_config(self, cfg: Any) -> None:
+        """Called after a config reload: re-resolve model whitelists and take
+        the new prices / structured policy (auth mode and store path need a
+        restart)."""
+        s = settings_from(cfg)
+        self.cfg = cfg
+        self.settings = self.settings.model_copy(update={
+            "prices": s.prices, "structured": s.structured, "log_prompts": s.log_prompts,
+            "default_reserve_tokens": s.default_reserve_tokens})
+        self._allowed = {kid: allowed_for(r, cfg) for kid, r in self._keys.items()}
+
+    def close(self) -> None:
+        self.writer.stop()
+        if self._audit:
+            self._audit.close()
+        if self._structured_log:
+            self._structured_log.close()
+        self.store.close()
+
+    def _reload_keys(self) -> None:
+        recs = self.store.list_keys(include_revoked=True)
+        active = {r.kid: r for r in recs if r.active}
+        revoked = {r.kid: r for r in recs if not r.active}
+        allowed = {kid: allowed_for(r, self.cfg) for kid, r in active.items()}
+        # plain reference swaps: readers on the event loop see old or new, never half
+        self._allowed = allowed
+        self._keys = active
+        self._revoked = revoked
+        self._any_key = bool(recs)
+
+    def _load_spent(self) -> None:
+        now = self._clock()
+        day, month = utc_day(now), utc_month(now)
+        self._day_end, self._month_end = _next_day(now), _next_month(now)
+        for app, (d, m) in self.store.spent(now).items():
+            self._apps[app] = _AppState(day, month, d, m)
+
+    # -- policy ---------------------------------------------------------------
+    @property
+    def enforced(self) -> bool:
+        mode = self.settings.auth
+        return mode == "required" or (mode == "auto" and self._any_key)
+
+    def authenticate(self, authorization: Optional[str], client_host: str = "") -> Optional[Principal]:
+        if not self.enforced:
+            return None
+        if not authorization:
+            raise self._unauthorized("Missing API key: send 'Authorization: Bearer <key>' "
+                                     "(create one with 'homelab-router keys create').", "missing_api_key")
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise self._unauthorized("Malformed Authorization header: expected 'Bearer <key>'.",
+                                     "invalid_api_key")
+        parts = split_token(token)
+        if parts is not None:
+            kid = parts[0]
+            rec = self._keys.get(kid)
+            if rec is not None and rec.verify(token):
+                return Principal(rec.app, self._allowed.get(kid), {"kid": kid})
+            old = self._revoked.get(kid)
+            if old is not None and old.verify(token):
+                raise self._unauthorized(f"API key for app '{old.app}' has been revoked.", "revoked_api_key")
+        raise self._unauthorized("Incorrect API key provided.", "invalid_api_key")
+
+    def _unauthorized(self, msg: str, code: str) -> ApiError:
+        with self._lock:
+            self._metrics.unauthorized += 1
+        self._audit_reject(None, None, 401, code)
+        return ApiError(401, msg, "invalid_request_error", code,
+                        headers={"WWW-Authenticate": 'Bearer realm="homelab-router"'})
+
+    def allowed_routes(self, principal: Optional[Principal]) -> Optional[frozenset]:
+        if principal is None:
+            return None
+        return principal.allowed_routes
+
+    def check_pin(self, principal: Optional[Principal], route: str) -> None:
+        if principal is None or principal.allowed_routes is None or route in principal.allowed_routes:
+            return
+        with self._lock:
+            k = (principal.app, route)
+            self._metrics.forbidden[k] = self._metrics.forbidden.get(k, 0) + 1
+        self._audit_reject(principal.app, route, 403, "route_not_allowed")
+        allowed = ", ".join(sorted(principal.allowed_routes)) or "none"
+        raise ApiError(403, f"The key for app '{principal.app}' may not use route '{route}' "
+                            f"(allowed routes: {allowed}).", "permission_error", "route_not_allowed")
+
+    def forbidden_auto(self, principal: Optional[Principal], bucket: str) -> ApiError:
+        """The error for an auto-routed request with no allowed route left."""
+        app = principal.app if principal else None
+        self._audit_reject(app, None, 403, "no_allowed_route")
+        allowed = ", ".join(sorted(principal.allowed_routes or ())) if principal else ""
+        return ApiError(403, f"No route allowed for app '{app}' can serve bucket '{bucket}' "
+                             f"(allowed routes: {allowed or 'none'}).", "permission_error", "no_allowed_route")
+
+    def _roll(self, now: float) -> None:
+        if now >= self._day_end:
+            day, month = utc_day(now), utc_month(now)
+            new_month = now >= self._month_end
+            for st in self._apps.values():
+                st.day, st.spent_day = day, 0
+                if new_month:
+                    st.month, st.spent_month = month, 0
+            self._day_end = _next_day(now)
+            if new_month:
+                self._month_end = _next_month(now)
+
+    def _state(self, app: str, now: float) -> _AppState:
+        st = self._apps.get(app)
+        if st is None:
+            st = self._apps[app] = _AppState(utc_day(now), utc_month(now))
+        return st
+
+    def admit(self, principal: Optional[Principal], route: str, est_tokens: int, *,
+              max_tokens: Optional[int] = None, request_id: Optional[str] = None,
+              body: Any = None) -> Optional[Ticket]:
+        """Rate check, then budget reservation (estimated prompt tokens +
+        max_tokens, or ``default_reserve_tokens``). Raises ApiError(429)."""
+        if principal is None:
+            return None
+        kid = principal.extra.get("kid") if principal.extra else None
+        rec = self._keys.get(kid) if kid else None
+        if rec is None:
+            rec = self._revoked.get(kid) if kid else None
+            if rec is not None:  # revoked between authenticate and admit
+                raise self._unauthorized(f"API key for app '{principal.app}' has been revoked.",
+                                         "revoked_api_key")
+        app = principal.app
+        est = max(0, int(est_tokens or 0))
+        mt = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None
+        need = est + (mt if mt is not None else self.settings.default_reserve_tokens)
+        now = self._clock()
+        err: Optional[ApiError] = None
+        with self._lock:
+            self._roll(now)
+            st = self._state(app, now)
+            rpm = rec.rpm if rec else None
+            wait = self._rate.check(app, rpm)
+            if wait is not None:
+                self._metrics.rate_limited[app] = self._metrics.rate_limited.get(app, 0) + 1
+                ra = retry_after_header(wait)
+                err = ApiError(429, f"Rate limit reached for app '{app}': {rpm} requests per minute. "
+                                    f"Retry after {ra} s.", "rate_limit_exceeded", "rate_limit_exceeded",
+                               headers={"Retry-After": ra, "x-ratelimit-limit-requests": str(rpm),
+                                        "x-ratelimit-remaining-requests": "0"})
+            else:
+                for period, limit, spent, reset in (
+                        ("day", rec.tokens_per_day if rec else None, st.spent_day, self._day_end),
+                        ("month", rec.tokens_per_month if rec else None, st.spent_month, self._month_end)):
+                    if not limit:
+                        continue
+                    fits = spent + st.reserved + need <= limit
+                    # a lone request may start while budget is left even if its
+                    # reservation is larger: overshoot is bounded by that one request
+                    lone = st.reserved == 0 and spent < limit
+                    if fits or lone:
+                        continue
+                    self._rate.undo(app)
+                    self._metrics.budget_refused[app] = self._metrics.budget_refused.get(app, 0) + 1
+                    if spent >= limit:
+                        ra = retry_after_header(reset - now)
+                        msg = (f"Token budget exhausted for app '{app}': the per-{period} budget of "
+                               f"{limit} tokens is used up ({spent} used); it resets at {_iso(reset)}.")
+                    else:
+                        ra = "1"
+                        msg = (f"Token budget for app '{app}' is committed: the per-{period} budget of "
+                               f"{limit} tokens has {spent} used and {st.reserved} reserved by requests "
+                               f"in flight; this request needs up to {need} (prompt estimate + max_tokens). "
+                               f"Retry when they finish; the budget resets at {_iso(reset)}.")
+                    err = ApiError(429, msg, "insufficient_quota", f"budget_exceeded_{period}",
+                                   headers={"Retry-After": ra, "x-homelab-budget": period,
+                                            "x-homelab-budget-reset": _iso(reset)})
+                    break
+            if err is None:
+                st.reserved += need
+                st.inflight += 1
+        if err is not None:
+            self._audit_reject(app, route, 429, err.code)
+            raise err
+        rid = request_id or f"{self._id_prefix}-{next(self._ids)}"
+        prompt = _prompt_text(body) if (self.settings.log_prompts and body is not None) else None
+        return Ticket(rid, app, kid, route, need, est, now, prompt)
+
+    def settle(self, ticket: Optional[Ticket], usage: Optional[dict], *, route: str, bucket: str,
+               status: int, latency_ms: float, estimated: bool = False) -> Optional["asyncio.Future"]:
+        """Replace the reservation by the real usage and record the call.
+
+        Returns a future (when called on an event loop) that completes once the
+        ledger row is committed; awaiting it before finishing the response makes
+        every answered request durable. Ignoring it is safe too."""
+        if ticket is None or ticket.settled:
+            return None
+        ticket.settled = True
+        pt, ct, tt, est_flag = _tokens(usage)
+        estimated = estimated or est_flag
+        if tt is None:
+            # the engine sent no usage: count the prompt estimate for answered calls
+            pt, ct, tt, estimated = (ticket.est_prompt, 0, ticket.est_prompt, True) if status < 400 else (0, 0, 0, False)
+        now = self._clock()
+        with self._lock:
+            self._roll(now)
+            st = self._state(ticket.app, now)
+            st.reserved -= ticket.reserved
+            st.inflight -= 1
+            st.spent_day += tt
+            st.spent_month += tt
+            k = (ticket.app, route)
+            m = self._metrics
+            m.calls[k] = m.calls.get(k, 0) + 1
+            m.prompt[k] = m.prompt.get(k, 0) + pt
+            m.completion[k] = m.completion.get(k, 0) + ct
+            if status >= 400:
+                m.errors[k] = m.errors.get(k, 0) + 1
+        row = UsageRow(ticket.request_id, now, ticket.app, ticket.kid, route, bucket, pt, ct, tt,
+                       estimated, status, round(latency_ms, 3))
+        audit = self._audit_line(now, ticket.request_id, ticket.app, route, bucket, status,
+                                 latency_ms, pt, ct, tt, estimated, ticket.prompt)
+        return self._submit(row, audit)
+
+    def release(self, ticket: Optional[Ticket]) -> None:
+        """Always called (finally). A ticket never settled (client went away,
+        internal error) gives its reservation back and is recorded with status
+        499 and the prompt estimate."""
+        if ticket is None or ticket.settled:
+            return
+        est = {"prompt_tokens": ticket.est_prompt, "completion_tokens": 0,
+               "total_tokens": ticket.est_prompt}
+        self.settle(ticket, est, route=ticket.route, bucket="", status=499,
+                    latency_ms=(self._clock() - ticket.t0) * 1000.0, estimated=True)
+
+    def _submit(self, row: Optional[UsageRow], audit: Optional[bytes]) -> Optional["asyncio.Future"]:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            self.writer.submit(row, audit)
+            return None
+        fut = loop.create_future()
+
+        def done() -> None:
+            try:
+                loop.call_soon_threadsafe(_set_done, fut)
+            except RuntimeError:  # loop closed at shutdown
+                pass
+
+        self.writer.submit(row, audit, done)
+        return fut
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Block until everything submitted so far is committed (tests, shutdown)."""
+        ev = threading.Event()
+        self.writer.submit(None, None, ev.set)
+        return ev.wait(timeout)
+
+    # -- logs -----------------------------------------------------------------
+    def _audit_line(self, now: float, rid: Optional[str], app: Optional[str], route: Optional[str],
+                    bucket: Optional[str], status: int, latency_ms: Optional[float], pt: int = 0,
+                    ct: int = 0, tt: int = 0, estimated: bool = False, prompt: Optional[str] = None,
+                    code: Optional[str] = None) -> Optional[bytes]:
+        if self._audit is None:
+            return None
+        rec: dict[str, Any] = {
+            "time": _iso_ms(now), "request_id": rid, "app": app, "route": route, "bucket": bucket,
+            "status": status, "latency_ms": round(latency_ms, 3) if latency_ms is not None else None,
+            "tokens": {"prompt": pt, "completion": ct, "total": tt, "estimated": estimated},
+        }
+        if code:
+            rec["error"] = code
+        if prompt is not None:
+            rec["prompt"] = prompt
+        return orjson.dumps(rec)
+
+    def _audit_reject(self, app: Optional[str], route: Optional[str], status: int,
+                      code: Optional[str]) -> None:
+        line = self._audit_line(self._clock(), None, app, route, None, status, None, code=code)
+        if line is not None:
+            self.writer.submit(None, line)
+
+    def log_structured(self, rec: dict) -> None:
+        if self._structured_log is not None:
+            self._structured_log.write(orjson.dumps(rec, default=str))
+
+    # -- visibility -----------------------------------------------------------
+    def cost(self, route: Optional[str], prompt_tokens: int, completion_tokens: int) -> float:
+        p = self.settings.prices.get(route or "")
+        if p is None:
+            return 0.0
+        return (prompt_tokens * p.input_per_mtok + completion_tokens * p.output_per_mtok) / 1e6
+
+    def keys_report(self) -> list[dict[str, Any]]:
+        """For GET /admin/keys: every active key (never secrets) with usage."""
+        now = self._clock()
+        out = []
+        with self._lock:
+            self._roll(now)
+            for kid, rec in sorted(self._keys.items(), key=lambda kv: kv[1].app):
+                st = self._apps.get(rec.app) or _AppState(utc_day(now), utc_month(now))
+                d = rec.public()
+                allowed = self._allowed.get(kid)
+                d["allowed_routes"] = sorted(allowed) if allowed is not None else None
+                d["usage"] = {
+                    "tokens_today": st.spent_day, "tokens_this_month": st.spent_month,
+                    "reserved_in_flight": st.reserved, "in_flight": st.inflight,
+                    "requests_last_minute": self._rate.used(rec.app),
+                    "calls": sum(v for (a, _), v in self._metrics.calls.items() if a == rec.app),
+                }
+                d["budget_left"] = {
+                    "day": (rec.tokens_per_day - st.spent_day) if rec.tokens_per_day else None,
+                    "month": (rec.tokens_per_month - st.spent_month) if rec.tokens_per_month else None,
+                    "day_resets_at": _iso(self._day_end), "month_resets_at": _iso(self._month_end),
+                }
+                out.append(d)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {"auth": self.settings.auth, "enforced": self.enforced, "keys": len(self._keys),
+                "ledger": {"commits": self.writer.commits, "rows": self.writer.rows_written,
+                           "errors": self.writer.errors}}
+
+    def render_metrics(self) -> str:
+        """Prometheus text for the per-app series (labels: app, route)."""
+        L: list[str] = []
+        with self._lock:
+            m = self._metrics
+            apps = dict(self._apps)
+            keys = list(self._keys.values())
+
+            def counter(name: str, help_: str, d: dict[tuple[str, str], int]) -> None:
+                L.append(f"# HELP {name} {help_}")
+                L.append(f"# TYPE {name} counter")
+                for (app, route), v in sorted(d.items()):
+                    L.append(f'{name}{{app="{_esc(app)}",route="{_esc(route)}"}} {v}')
+
+            counter("homelab_app_requests_total", "Admitted /v1 calls per app and route.", m.calls)
+            counter("homelab_app_prompt_tokens_total", "Prompt tokens per app and route.", m.prompt)
+            counter("homelab_app_completion_tokens_total", "Completion tokens per app and route.", m.completion)
+            counter("homelab_app_errors_total", "Admitted calls answered with status >= 400.", m.errors)
+            counter("homelab_app_forbidden_total", "Calls refused 403 (route not allowed).", m.forbidden)
+            L.append("# HELP homelab_app_cost_equivalent_usd_total Cost at the configured cloud prices.")
+            L.append("# TYPE homelab_app_cost_equivalent_usd_total counter")
+            for (app, route), n in sorted(m.calls.items()):
+                c = self.cost(route, m.prompt.get((app, route), 0), m.completion.get((app, route), 0))
+                L.append(f'homelab_app_cost_equivalent_usd_total{{app="{_esc(app)}",route="{_esc(route)}"}} {c:.6f}')
+            for name, help_, d in (
+                    ("homelab_app_rate_limited_total", "Calls refused 429 by the rpm limit.", m.rate_limited),
+                    ("homelab_app_budget_refused_total", "Calls refused 429 by a token budget.", m.budget_refused)):
+                L.append(f"# HELP {name} {help_}")
+                L.append(f"# TYPE {name} counter")
+                for app, v in sorted(d.items()):
+                    L.append(f'{name}{{app="{_esc(app)}"}} {v}')
+            L.append("# HELP homelab_auth_failures_total Calls refused 401.")
+            L.append("# TYPE homelab_auth_failures_total counter")
+            L.append(f"homelab_auth_failures_total {m.unauthorized}")
+            for name, help_, attr, per in (
+                    ("homelab_app_budget_remaining_tokens_day", "Tokens left in the UTC day budget.",
+                     "tokens_per_day", "spent_day"),
+                    ("homelab_app_budget_remaining_tokens_month", "Tokens left in the UTC month budget.",
+                     "tokens_per_month", "spent_month")):
+                L.append(f"# HELP {name} {help_}")
+                L.append(f"# TYPE {name} gauge")
+                for rec in sorted(keys, key=lambda r: r.app):
+                    lim = getattr(rec, attr)
+                    if lim:
+                        st = apps.get(rec.app)
+                        used = getattr(st, per) if st else 0
+                        L.append(f'{name}{{app="{_esc(rec.app)}"}} {lim - used}')
+            L.append("# HELP homelab_app_reserved_tokens Tokens reserved by requests in flight.")
+            L.append("# TYPE homelab_app_reserved_tokens gauge")
+            for app, st in sorted(apps.items()):
+                L.append(f'homelab_app_reserved_tokens{{app="{_esc(app)}"}} {st.reserved}')
+        return "\n".join(L) + "\n"
+
+
+def _set_done(fut: "asyncio.Future") -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _iso_ms(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}Z"
+
+
+def _tokens(usage: Optional[dict]) -> tuple[int, int, Optional[int], bool]:
+    if not isinstance(usage, dict):
+        return 0, 0, None, False
+    pt = usage.get("prompt_tokens") or 0
+    ct = usage.get("completion_tokens") or 0
+    tt = usage.get("total_tokens")
+    try:
+        pt, ct = int(pt), int(ct)
+        tt = int(tt) if tt is not None else pt + ct
+    except (TypeError, ValueError):
+        return 0, 0, None, False
+    return pt, ct, tt, False
+
+
+def _prompt_text(body: Any) -> Optional[str]:
+    if not isinstance(body, dict):
+        return None
+    if "messages" in body and isinstance(body["messages"], list):
+        parts = []
+        for m in body["messages"]:
+            if not isinstance(m, dict):
+                continue
+            c = m.get("content")
+            if isinstance(c, str):
+                parts.append(f"{m.get('role', '?')}: {c}")
+            elif isinstance(c, list):
+                txt = " ".join(p.get("text", "") for p in c if isinstance(p, dict) and p.get("type") == "text")
+                parts.append(f"{m.get('role', '?')}: {txt}")
+        return "\n".join(parts)[:65536]
+    p = body.get("prompt") if "prompt" in body else body.get("input")
+    if isinstance(p, str):
+        return p[:65536]
+    if isinstance(p, list):
+        return "\n".join(str(x) for x in p)[:65536]
+    return None

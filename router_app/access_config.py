@@ -1,0 +1,101 @@
+"""Config models for access control (keys, budgets, audit, prices, structured outputs).
+
+These are fields of ``RouterConfig`` (router_app/config.py imports them):
+
+    auth: auto            # auto: enforce once the store holds a key | required | off
+    store_path: ./state/router.sqlite3
+    log_prompts: false    # audit lines carry prompt text only when true
+    audit_log: {max_bytes: 52428800, keep: 5}
+    default_reserve_tokens: 1024   # reserved for the answer when a request sets no max_tokens
+    prices:               # cost-equivalent per route, USD per million tokens
+      brain: {input_per_mtok: 3.0, output_per_mtok: 15.0}
+    structured:
+      escalate_to: brain  # default: the terminal route
+      envelope: {action: escalate, reason: schema_validation_failed}
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AuditLog(_Strict):
+    max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    keep: int = Field(5, ge=0)
+
+
+class Price(_Strict):
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+
+class Structured(_Strict):
+    escalate_to: Optional[str] = None
+    envelope: dict[str, Any] = Field(
+        default_factory=lambda: {"action": "escalate", "reason": "schema_validation_failed"})
+
+
+AuthMode = Literal["auto", "required", "off"]
+
+DEFAULT_STORE_PATH = "./state/router.sqlite3"
+
+
+class AccessSettings(_Strict):
+    """The access-control keys of the router config, gathered in one object."""
+    auth: AuthMode = "auto"
+    store_path: str = DEFAULT_STORE_PATH
+    log_prompts: bool = False
+    audit_log: AuditLog = Field(default_factory=AuditLog)
+    default_reserve_tokens: int = Field(1024, ge=0)
+    prices: dict[str, Price] = Field(default_factory=dict)
+    structured: Structured = Field(default_factory=Structured)
+
+
+ACCESS_KEYS = tuple(AccessSettings.model_fields)
+
+
+def settings_from(cfg: Any) -> AccessSettings:
+    """Build AccessSettings from a RouterConfig whether the access keys are
+    declared fields or extras (``extra='allow'``)."""
+    data: dict[str, Any] = {}
+    extra = getattr(cfg, "model_extra", None) or {}
+    for k in ACCESS_KEYS:
+        if k in extra:
+            data[k] = extra[k]
+        elif hasattr(cfg, k):
+            v = getattr(cfg, k)
+            data[k] = v.model_dump() if isinstance(v, BaseModel) else (
+                {kk: (vv.model_dump() if isinstance(vv, BaseModel) else vv) for kk, vv in v.items()}
+                if isinstance(v, dict) else v)
+    return AccessSettings.model_validate(data)
+
+
+def semantic_errors(cfg: Any) -> list[tuple[str, str]]:
+    """(yaml path, reason) for access keys naming unknown routes."""
+    out: list[tuple[str, str]] = []
+    try:
+        s = settings_from(cfg)
+    except Exception as e:  # schema problems are reported by the schema pass
+        return [("<access>", str(e))]
+    routes = getattr(cfg, "routes", {}) or {}
+    for r in s.prices:
+        if r not in routes:
+            out.append((f"prices.{r}", f"unknown route '{r}'"))
+    if s.structured.escalate_to and s.structured.escalate_to not in routes:
+        out.append(("structured.escalate_to", f"unknown route '{s.structured.escalate_to}'"))
+    return out
+
+
+def resolve_store_path(s: AccessSettings, cfg: Any) -> str:
+    """Relative store paths are relative to the config file's directory."""
+    import os
+    p = os.path.expanduser(s.store_path)
+    src = getattr(cfg, "source_path", None)
+    if not os.path.isabs(p) and src:
+        p = os.path.join(os.path.dirname(os.path.abspath(src)), p)
+    return p
