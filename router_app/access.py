@@ -97,7 +97,8 @@ class _AppState:
 
 @dataclass
 class Ticket:
-    request_id: str
+    ledger_id: str       # unique per admitted request (ledger primary key; never client-supplied)
+    request_id: str      # the router's request id (x-request-id), for joining with the other logs
     app: str
     kid: Optional[str]
     route: str
@@ -238,7 +239,6 @@ class AccessController:
     def _unauthorized(self, msg: str, code: str) -> ApiError:
         with self._lock:
             self._metrics.unauthorized += 1
-        self._audit_reject(None, None, 401, code)
         return ApiError(401, msg, "invalid_request_error", code,
                         headers={"WWW-Authenticate": 'Bearer realm="homelab-router"'})
 
@@ -250,10 +250,6 @@ class AccessController:
     def check_pin(self, principal: Optional[Principal], route: str) -> None:
         if principal is None or principal.allowed_routes is None or route in principal.allowed_routes:
             return
-        with self._lock:
-            k = (principal.app, route)
-            self._metrics.forbidden[k] = self._metrics.forbidden.get(k, 0) + 1
-        self._audit_reject(principal.app, route, 403, "route_not_allowed")
         allowed = ", ".join(sorted(principal.allowed_routes)) or "none"
         raise ApiError(403, f"The key for app '{principal.app}' may not use route '{route}' "
                             f"(allowed routes: {allowed}).", "permission_error", "route_not_allowed")
@@ -261,7 +257,6 @@ class AccessController:
     def forbidden_auto(self, principal: Optional[Principal], bucket: str) -> ApiError:
         """The error for an auto-routed request with no allowed route left."""
         app = principal.app if principal else None
-        self._audit_reject(app, None, 403, "no_allowed_route")
         allowed = ", ".join(sorted(principal.allowed_routes or ())) if principal else ""
         return ApiError(403, f"No route allowed for app '{app}' can serve bucket '{bucket}' "
                              f"(allowed routes: {allowed or 'none'}).", "permission_error", "no_allowed_route")
@@ -300,6 +295,8 @@ class AccessController:
                                          "revoked_api_key")
         app = principal.app
         est = max(0, int(est_tokens or 0))
+        if max_tokens is None and isinstance(body, dict):
+            max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         mt = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None
         need = est + (mt if mt is not None else self.settings.default_reserve_tokens)
         now = self._clock()
@@ -348,11 +345,10 @@ class AccessController:
                 st.reserved += need
                 st.inflight += 1
         if err is not None:
-            self._audit_reject(app, route, 429, err.code)
             raise err
-        rid = request_id or f"{self._id_prefix}-{next(self._ids)}"
+        lid = f"{self._id_prefix}-{next(self._ids)}"
         prompt = _prompt_text(body) if (self.settings.log_prompts and body is not None) else None
-        return Ticket(rid, app, kid, route, need, est, now, prompt)
+        return Ticket(lid, request_id or lid, app, kid, route, need, est, now, prompt)
 
     def settle(self, ticket: Optional[Ticket], usage: Optional[dict], *, route: str, bucket: str,
                status: int, latency_ms: float, estimated: bool = False) -> Optional["asyncio.Future"]:
@@ -384,8 +380,8 @@ class AccessController:
             m.completion[k] = m.completion.get(k, 0) + ct
             if status >= 400:
                 m.errors[k] = m.errors.get(k, 0) + 1
-        row = UsageRow(ticket.request_id, now, ticket.app, ticket.kid, route, bucket, pt, ct, tt,
-                       estimated, status, round(latency_ms, 3))
+        row = UsageRow(ticket.ledger_id, now, ticket.app, ticket.kid, route, bucket, pt, ct, tt,
+                       estimated, status, round(latency_ms, 3), ticket.request_id)
         audit = self._audit_line(now, ticket.request_id, ticket.app, route, bucket, status,
                                  latency_ms, pt, ct, tt, estimated, ticket.prompt)
         return self._submit(row, audit)
@@ -444,9 +440,20 @@ class AccessController:
             rec["prompt"] = prompt
         return orjson.dumps(rec)
 
-    def _audit_reject(self, app: Optional[str], route: Optional[str], status: int,
-                      code: Optional[str]) -> None:
-        line = self._audit_line(self._clock(), None, app, route, None, status, None, code=code)
+    def observe(self, principal: Optional[Principal], usage: Optional[dict], *, route: Optional[str],
+                bucket: Optional[str], status: int, latency_ms: float, request_id: Optional[str] = None,
+                code: Optional[str] = None, body: Any = None) -> None:
+        """A call that got no ticket (refused before admission, or served
+        while auth is not enforced): one audit line, per-app counters."""
+        pt, ct, tt, _ = _tokens(usage)
+        app = principal.app if principal is not None else None
+        if app is not None and status == 403:
+            with self._lock:
+                k = (app, route or "none")
+                self._metrics.forbidden[k] = self._metrics.forbidden.get(k, 0) + 1
+        prompt = _prompt_text(body) if (self.settings.log_prompts and body is not None) else None
+        line = self._audit_line(self._clock(), request_id, app, route, bucket, status, latency_ms,
+                                pt, ct, tt or 0, False, prompt, code)
         if line is not None:
             self.writer.submit(None, line)
 
@@ -543,6 +550,11 @@ class AccessController:
             for app, st in sorted(apps.items()):
                 L.append(f'homelab_app_reserved_tokens{{app="{_esc(app)}"}} {st.reserved}')
         return "\n".join(L) + "\n"
+
+
+def build(cfg: Any) -> AccessController:
+    """Entry point used by the core (router_app.api.build_access)."""
+    return AccessController.from_config(cfg)
 
 
 def _set_done(fut: "asyncio.Future") -> None:

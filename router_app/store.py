@@ -7,8 +7,8 @@ One file (``store_path`` in the config), WAL journal. Two tables:
   CLI and never stored. Keys are 256-bit random strings, so a fast salted hash
   is enough (slow KDFs only help low-entropy passwords) and keeps verification
   in the microsecond range. Comparison uses :func:`hmac.compare_digest`.
-* ``usage``: one row per admitted request, primary key = the router's request
-  id, written with ``INSERT OR IGNORE`` inside a transaction, so a batch that is
+* ``usage``: one row per admitted request, primary key = a unique id the router
+  makes per admitted request (never the client's X-Request-Id), written with ``INSERT OR IGNORE`` inside a transaction, so a batch that is
   replayed can never count twice and a crash can never leave half a batch.
 
 Durability: ``synchronous=NORMAL`` in WAL mode. A committed transaction
@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS keys (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS keys_active_app ON keys(app) WHERE revoked_at IS NULL;
 CREATE TABLE IF NOT EXISTS usage (
-    request_id        TEXT PRIMARY KEY,
+    id                TEXT PRIMARY KEY, -- unique per admitted request, made by the router
+    request_id        TEXT,             -- x-request-id (joins the decision and audit logs)
     ts                REAL NOT NULL,
     day               TEXT NOT NULL,  -- UTC YYYY-MM-DD
     month             TEXT NOT NULL,  -- UTC YYYY-MM
@@ -136,7 +137,7 @@ class KeyRecord:
 
 @dataclass
 class UsageRow:
-    request_id: str
+    id: str
     ts: float
     app: str
     kid: Optional[str]
@@ -148,10 +149,11 @@ class UsageRow:
     estimated: bool
     status: Optional[int]
     latency_ms: Optional[float]
+    request_id: Optional[str] = None
 
     def as_tuple(self) -> tuple:
         return (
-            self.request_id, self.ts, utc_day(self.ts), utc_month(self.ts), self.app, self.kid,
+            self.id, self.request_id, self.ts, utc_day(self.ts), utc_month(self.ts), self.app, self.kid,
             self.route, self.bucket, int(self.prompt_tokens), int(self.completion_tokens),
             int(self.total_tokens), 1 if self.estimated else 0, self.status, self.latency_ms,
         )
@@ -326,9 +328,9 @@ class Store:
         def fn(c: sqlite3.Connection) -> int:
             before = c.total_changes
             c.executemany(
-                "INSERT OR IGNORE INTO usage (request_id, ts, day, month, app, kid, route, bucket, "
+                "INSERT OR IGNORE INTO usage (id, request_id, ts, day, month, app, kid, route, bucket, "
                 "prompt_tokens, completion_tokens, total_tokens, estimated, status, latency_ms) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data)
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data)
             return c.total_changes - before
 
         return self._tx(fn)

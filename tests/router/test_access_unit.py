@@ -223,8 +223,10 @@ def test_audit_log_and_prompts(tmp_path):
         t = c.admit(p, "mouth", 5, body=body)
         c.settle(t, {"prompt_tokens": 5, "completion_tokens": 1}, route="mouth", bucket="general_chat",
                  status=200, latency_ms=4.2)
-        with pytest.raises(ApiError):
+        with pytest.raises(ApiError) as e:
             c.authenticate("Bearer wrong", "x")
+        c.observe(None, None, route=None, bucket=None, status=e.value.status, latency_ms=0.1,
+                  code=e.value.code)
         assert c.flush()
         c.close()
         lines = [json.loads(x) for x in (d / "logs" / "audit.jsonl").read_text().splitlines()]

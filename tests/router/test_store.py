@@ -132,7 +132,7 @@ def test_kill_9_keeps_every_acknowledged_row(tmp_path):
     assert n_acked >= 300
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    ids = {r[0] for r in conn.execute("SELECT request_id FROM usage")}
+    ids = {r[0] for r in conn.execute("SELECT id FROM usage")}
     # every acknowledged row is there; at most the one in flight beyond it
     assert all(f"k{i}" in ids for i in range(n_acked))
     assert n_acked <= len(ids) <= n_acked + 1

@@ -1,0 +1,218 @@
+"""Upstream engines: per-route runtime state (slots, queue, health, drain), the shared HTTP client, health probes."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import time
+from typing import Optional
+
+import aiohttp
+
+from .config import Route, RouterConfig
+
+
+class RouteState:
+    """Live state of one route. Survives reloads (matched by name); its settings are refreshed in place."""
+
+    __slots__ = ("name", "cfg", "max_concurrency", "max_queue", "queue_timeout_s", "in_flight", "_waiters",
+                 "healthy", "drained", "last_error", "last_error_at", "last_ok_at", "base_url", "health_url",
+                 "models_url", "headers", "timeout", "consecutive_failures", "requests_total")
+
+    def __init__(self, name: str, cfg: Route):
+        self.name = name
+        self.in_flight = 0
+        self._waiters: collections.deque = collections.deque()
+        self.healthy = True          # optimistic until a request or probe says otherwise
+        self.drained = False
+        self.last_error: Optional[str] = None
+        self.last_error_at: Optional[float] = None
+        self.last_ok_at: Optional[float] = None
+        self.consecutive_failures = 0
+        self.requests_total = 0
+        self.apply(cfg)
+
+    def apply(self, cfg: Route) -> None:
+        self.cfg = cfg
+        self.max_concurrency = cfg.max_concurrency
+        self.max_queue = cfg.max_queue
+        self.queue_timeout_s = cfg.queue_timeout_s
+        self.base_url = cfg.url
+        root = cfg.url[:-3] if cfg.url.endswith("/v1") else cfg.url
+        self.health_url = root + "/health"
+        self.models_url = cfg.url + "/models"
+        h = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        if cfg.api_key_env:
+            key = os.environ.get(cfg.api_key_env)
+            if key:
+                h["Authorization"] = "Bearer " + key
+        self.headers = h
+        self.timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=cfg.connect_timeout_s,
+                                             sock_read=cfg.first_byte_timeout_s)
+        # a raised cap may free waiters
+        self._wake()
+
+    # ----------------------------------------------------------------------------- slots
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    def try_acquire(self) -> bool:
+        if self.in_flight < self.max_concurrency and not self._waiters:
+            self.in_flight += 1
+            return True
+        return False
+
+    async def acquire_queued(self) -> bool:
+        """Waits for a slot when the queue has room; False when the queue is full or the wait timed out."""
+        if len(self._waiters) >= self.max_queue:
+            return False
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.queue_timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            if fut.done() and not fut.cancelled():
+                # the slot was handed to us at the last moment: give it back
+                self.release()
+            else:
+                fut.cancel()
+            return False
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()
+            else:
+                fut.cancel()
+            raise
+        finally:
+            try:
+                self._waiters.remove(fut)
+            except ValueError:
+                pass
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.max_concurrency:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += 1
+                fut.set_result(True)
+
+    # ----------------------------------------------------------------------------- health
+    def mark_down(self, error: str) -> None:
+        self.healthy = False
+        self.last_error = error
+        self.last_error_at = time.time()
+        self.consecutive_failures += 1
+
+    def mark_up(self) -> None:
+        self.healthy = True
+        self.consecutive_failures = 0
+        self.last_ok_at = time.time()
+
+    def snapshot(self) -> dict:
+        return {
+            "url": self.base_url, "model": self.cfg.model, "healthy": self.healthy, "drained": self.drained,
+            "in_flight": self.in_flight, "queued": self.queued, "max_concurrency": self.max_concurrency,
+            "max_queue": self.max_queue, "vision": self.cfg.vision, "terminal": self.cfg.terminal,
+            "last_error": self.last_error, "last_error_at": self.last_error_at, "last_ok_at": self.last_ok_at,
+        }
+
+
+def build_states(cfg: RouterConfig, old: Optional[dict] = None) -> dict:
+    """Route states for a config; existing states (same name) are kept, so counters, drains and health survive."""
+    old = old or {}
+    out = {}
+    for name, r in cfg.routes.items():
+        st = old.get(name)
+        if st is None:
+            st = RouteState(name, r)
+        else:
+            st.apply(r)
+        out[name] = st
+    return out
+
+
+def new_session() -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300,
+                                     enable_cleanup_closed=False)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
+                                 json_serialize=None, timeout=aiohttp.ClientTimeout(total=None))
+
+
+async def probe(session: aiohttp.ClientSession, st: RouteState, timeout_s: float) -> tuple[bool, str]:
+    """Engine /health, else /v1/models. -> (ok, detail)."""
+    to = aiohttp.ClientTimeout(total=timeout_s)
+    hdrs = {k: v for k, v in st.headers.items() if k == "Authorization"}
+    try:
+        async with session.get(st.health_url, headers=hdrs, timeout=to) as r:
+            await r.read()
+            if r.status == 200:
+                return True, "health 200"
+            if r.status not in (404, 405, 501):
+                return False, f"health answered {r.status}"
+        async with session.get(st.models_url, headers=hdrs, timeout=to) as r:
+            await r.read()
+            if r.status == 200:
+                return True, "models 200"
+            return False, f"models answered {r.status}"
+    except asyncio.TimeoutError:
+        return False, f"probe timed out after {timeout_s}s"
+    except aiohttp.ClientError as exc:
+        return False, f"probe failed: {type(exc).__name__}: {exc}"
+    except OSError as exc:
+        return False, f"probe failed: {exc}"
+
+
+class HealthChecker:
+    """Probes every route every `interval_s`; a failed probe marks it down, a good one brings it back."""
+
+    def __init__(self, get_runtime, session: aiohttp.ClientSession, on_change=None):
+        self._get_runtime = get_runtime
+        self._session = session
+        self._task: Optional[asyncio.Task] = None
+        self._on_change = on_change
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def check_all(self) -> None:
+        rt = self._get_runtime()
+        hc = rt.config.health
+        states = list(rt.states.values())
+        results = await asyncio.gather(*(probe(self._session, st, hc.timeout_s) for st in states),
+                                       return_exceptions=True)
+        for st, res in zip(states, results):
+            if isinstance(res, BaseException):
+                ok, detail = False, f"probe error: {res}"
+            else:
+                ok, detail = res
+            was = st.healthy
+            if ok:
+                st.mark_up()
+            else:
+                st.mark_down(detail)
+            if was != st.healthy and self._on_change:
+                self._on_change(st, detail)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                pass
+            await asyncio.sleep(self._get_runtime().config.health.interval_s)
