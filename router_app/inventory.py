@@ -96,13 +96,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _aliases(value: Any) -> Any:
+    if value is None:
+        return []
+    # a malformed value is passed through for the router's schema to report
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 def _route_from_engine(host_vars: Mapping[str, Any], engine: Mapping[str, Any]) -> dict[str, Any]:
     route = str(engine.get("route"))
     out: dict[str, Any] = {
         "url": engine_url(host_vars.get("homelab_address"), engine.get("port")),
         "model": engine.get("served_name"),
         "api_key_env": engine.get("api_key_env") or api_key_env_for(route),
-        "aliases": list(engine.get("aliases") or []),
+        "aliases": _aliases(engine.get("aliases")),
     }
     for key in _FLAG_ROUTE_KEYS:
         out[key] = engine.get(key, False)
@@ -132,7 +139,7 @@ def compile_router_config(
     ``gpu_hosts`` maps each ``gpu_nodes`` host name to its variables (``homelab_address`` and ``engines`` are read).
     When ``embeddings_route`` is not given, the first engine with ``embeddings: true`` serves ``/v1/embeddings``.
     ``extra`` is merged last at the top level (access-control keys such as ``auth`` or ``store_path``).
-    A later engine reusing a route name replaces the earlier one here; the validation role reports the duplicate.
+    When two engines declare the same route name the first one wins; the validation role reports the duplicate.
     """
     routes: dict[str, dict[str, Any]] = {}
     first_embeddings: Optional[str] = None
@@ -141,6 +148,8 @@ def compile_router_config(
             if not isinstance(engine, Mapping) or engine.get("route") is None:
                 continue
             name = str(engine["route"])
+            if name in routes:
+                continue  # the first declaration wins (as in route_owners); validation reports the duplicate
             routes[name] = _route_from_engine(hvars, engine)
             if first_embeddings is None and engine.get("embeddings") is True:
                 first_embeddings = name

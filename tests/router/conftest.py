@@ -117,3 +117,12 @@ def chat(client, text, model="homelab/auto", headers=None, image=False, **extra)
                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
     body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
     return client.post("/v1/chat/completions", json=body, headers=headers or {})
+
+
+def wait_for(pred, timeout=5.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")

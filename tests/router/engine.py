@@ -78,6 +78,8 @@ class Engine:
             self._thread.join(5)
 
     def reset(self):
+        if self._runner is None:
+            self.start()
         self.mode = "ok"
         self.latency_s = 0.0
         self.chunk_delay_s = 0.0
