@@ -51,6 +51,12 @@ class Engine:
     async def _init(self):
         self._gate = asyncio.Event()
         self._gate.set()
+        self._unhang = asyncio.Event()
+
+    async def _reset_hang(self):
+        self._unhang.set()
+        await asyncio.sleep(0.05)
+        self._unhang = asyncio.Event()
 
     def hold(self):
         """Requests (and streams after their first chunk) wait until release()."""
@@ -80,6 +86,7 @@ class Engine:
     def reset(self):
         if self._runner is None:
             self.start()
+        self._call(self._reset_hang())
         self.mode = "ok"
         self.latency_s = 0.0
         self.chunk_delay_s = 0.0
@@ -130,7 +137,8 @@ class Engine:
             return None, web.json_response({"error": {"message": "context too long", "type": "invalid_request_error",
                                                       "code": "context_length_exceeded"}}, status=400)
         if self.mode == "hang":
-            await asyncio.sleep(3600)
+            await self._unhang.wait()
+            return None, web.json_response({"error": {"message": "gave up"}}, status=500)
         return body, None
 
     async def chat(self, request):
