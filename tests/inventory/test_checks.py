@@ -165,6 +165,8 @@ CASES = {
                              "already used by engine 'eyes'"),
     "router on caddy https": (_router_port_on_caddy, "ai-gateway", "caddy_https_port", "443",
                               "already used by router"),
+    "router on caddy admin": (_set(_site, "homelab_router_port", 2019), "ai-gateway", "caddy_admin_listen",
+                               "2019", "already used by router"),
     "netdata on ssh": (_netdata_on_ssh, "hub", "netdata_port", "port 22", "already used by ssh"),
     "extra service clash": (_hub_service_on_netdata, "hub", "homelab_services[0].port", "19999",
                             "already used by netdata"),

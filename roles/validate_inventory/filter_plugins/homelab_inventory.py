@@ -53,6 +53,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "unified_reserve_gib": 8.0,
     "ssh_port": 22,
     "caddy_ports": [80, 443],
+    "caddy_admin_port": 2019,
     "netdata_port": 19999,
     "proxmox_api_port": 8006,
     "wireguard_port": 51820,
@@ -74,7 +75,7 @@ HOST_KEYS = (
 # Read only on gateway hosts (their own view of the router settings).
 GATEWAY_KEYS = (
     "homelab_router_port", "router_buckets", "router_tie_break", "router_size_promotions",
-    "router_embeddings_route", "caddy_http_port", "caddy_https_port",
+    "router_embeddings_route", "caddy_http_port", "caddy_https_port", "caddy_admin_listen",
 )
 SITE_KEYS = ("homelab_vlans", "homelab_router_port", "router_buckets", "router_tie_break",
              "router_size_promotions", "router_embeddings_route")
@@ -524,6 +525,12 @@ def _services(model: Mapping[str, Any], host: str, settings: Mapping[str, Any]) 
         http_p, https_p = list(settings["caddy_ports"])[:2]
         out.append(("tcp", hv.get("caddy_http_port", http_p), "caddy http", "caddy_http_port"))
         out.append(("tcp", hv.get("caddy_https_port", https_p), "caddy https", "caddy_https_port"))
+        admin = hv.get("caddy_admin_listen")
+        admin_port = settings["caddy_admin_port"]
+        if isinstance(admin, str) and re.search(r":(\d+)$", admin):
+            admin_port = int(re.search(r":(\d+)$", admin).group(1))
+        if admin not in ("off", ""):
+            out.append(("tcp", admin_port, "caddy admin API", "caddy_admin_listen"))
     if groups & {"netdata", "netdata_parent"}:
         out.append(("tcp", hv.get("netdata_port", settings["netdata_port"]), "netdata", "netdata_port"))
     if "proxmox" in groups:
