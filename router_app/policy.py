@@ -121,8 +121,57 @@ def _finish(body, parts, total, has_image, route_header, bucket_header) -> Reque
 
 # --------------------------------------------------------------------------------------------- classifier
 
+def _partial_overlaps(kws) -> bool:
+    """True when some keyword could begin inside another's match and run past its end ("tool use" / "use case")."""
+    norm = [" ".join(k.split()) for k in kws]
+    for k1 in norm:
+        for j in range(1, len(k1)):
+            prev = k1[j - 1]
+            if prev.isalnum() or prev == "_":
+                continue
+            tail = k1[j:].lstrip()
+            if not tail:
+                continue
+            for k2 in norm:
+                if len(k2) > len(tail) and k2.startswith(tail) and not (k2[len(tail)].isalnum()
+                                                                         or k2[len(tail)] == "_"):
+                    return True
+    return False
+
+
 def _kw_pattern(kw: str) -> str:
     return r"\s+".join(re.escape(w) for w in kw.split())
+
+
+def _units(kw: str) -> list:
+    """A keyword as regex units: escaped characters, with any whitespace run as one \\s+ unit."""
+    out = []
+    for i, w in enumerate(kw.split()):
+        if i:
+            out.append(r"\s+")
+        out.extend(re.escape(c) for c in w)
+    return out
+
+
+def _trie_regex(kws) -> str:
+    """One alternation shaped as a prefix trie (much faster than a flat list of alternatives in Python's re).
+    Longer continuations are tried before a keyword ends, so the longest keyword at a position wins."""
+    trie: dict = {}
+    for k in kws:
+        node = trie
+        for u in _units(k):
+            node = node.setdefault(u, {})
+        node[""] = True
+
+    def emit(node) -> str:
+        alts = [u + emit(child) for u, child in sorted(node.items()) if u != ""]
+        if not alts:
+            return ""
+        if "" in node:                      # a keyword may end here: the continuation is optional (greedy)
+            return "(?:" + "|".join(alts) + ")?"
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return emit(trie)
 
 
 class Classifier:
@@ -142,9 +191,14 @@ class Classifier:
         for k in kws:
             self.closure[k] = tuple(k2 for k2 in kws if k2 == k or (k2 != k and single[k2].search(k)))
         if kws:
-            alt = "|".join(_kw_pattern(k) for k in kws)
-            # zero-width lookahead: every start position is examined, so overlapping phrases are all found
-            self.rx = re.compile(r"(?=(?<!\w)(" + alt + r")(?!\w))")
+            alt = _trie_regex(kws)
+            if _partial_overlaps(kws):
+                # zero-width lookahead: every start position is examined, so overlapping phrases are all found
+                self.rx = re.compile(r"(?=(?<!\w)(" + alt + r")(?!\w))")
+            else:
+                # no keyword can start inside another one's match (other than the contained ones credited by
+                # `closure`), so a consuming scan finds the same set, about twice as fast
+                self.rx = re.compile(r"(?<!\w)(" + alt + r")(?!\w)")
         else:
             self.rx = None
         self._norm = {k: " ".join(k.split()) for k in kws}

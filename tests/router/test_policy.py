@@ -238,3 +238,24 @@ def test_explain_module_entry_point():
                         "tl;dr", "of", "this"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "route:    brain" in r.stdout and "mouth_drained" in r.stdout
+
+
+def test_partially_overlapping_phrases_both_count():
+    from router_app.policy import Classifier
+    c = Classifier({"a": ["tool use"], "b": ["use case"]}, {})
+    assert c.matches("the Tool  use case") == {"tool use", "use case"}
+
+
+def test_classifier_agrees_with_a_brute_force_search():
+    import random
+    import re
+    rng = random.Random(7)
+    kws = sorted(POLICY.classifier.kw_buckets)
+    filler = ["the", "string", "ringing", "codes", "summarize", "briefly", "push", "notification", "tl", "dr", ";",
+              "-", "multi", "step", "how", "do", "i", "executive", "summary", "clean", "up", "x"]
+    for _ in range(300):
+        words = [rng.choice(kws + filler) for _ in range(rng.randint(1, 12))]
+        text = rng.choice([" ", "  ", "\n", ", "]).join(words)
+        expect = {k for k in kws if re.search(r"(?<!\w)" + r"\s+".join(map(re.escape, k.split())) + r"(?!\w)",
+                                              text.lower())}
+        assert POLICY.classifier.matches(text) == expect, text
