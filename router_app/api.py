@@ -20,6 +20,7 @@ from typing import Optional
 import aiohttp
 import orjson
 
+from . import access_glue
 from .access_protocol import AccessControl, ApiError, OpenAccess
 from .config import AUTO_MODEL, BUCKET_PREFIX, ConfigInvalid, RouterConfig, load_config
 from .dispatch import Outcome, Runtime, forward
@@ -45,7 +46,8 @@ def build_access(cfg: RouterConfig) -> AccessControl:
 class Ctx:
     """Per-request facts shared by the steps of one /v1 call."""
     __slots__ = ("t0", "req_id", "endpoint", "rt", "body", "decision", "principal", "ticket", "stream",
-                 "client_usage", "route", "bucket", "reason", "hops", "status", "usage", "overhead_ms")
+                 "client_usage", "route", "bucket", "reason", "hops", "status", "usage", "overhead_ms",
+                 "error_code")
 
     def __init__(self, t0, req_id, endpoint, rt):
         self.t0, self.req_id, self.endpoint, self.rt = t0, req_id, endpoint, rt
@@ -62,6 +64,7 @@ class Ctx:
         self.status = 0
         self.usage = None
         self.overhead_ms = 0.0
+        self.error_code = None
 
 
 class RouterApp:
@@ -86,7 +89,7 @@ class RouterApp:
         self.started = False
         self.get_routes = {
             "/v1/models": self.models, "/healthz": self.healthz, "/metrics": self.prom, "/stats": self.stats,
-            "/admin/upstreams": self.admin_upstreams,
+            "/admin/upstreams": self.admin_upstreams, "/admin/keys": self.admin_keys,
         }
         self.post_routes = {
             "/v1/chat/completions": self.chat, "/v1/completions": self.completions,
@@ -157,7 +160,10 @@ class RouterApp:
             old = self.runtime
             rt = Runtime(cfg, Policy(cfg), build_states(cfg, old.states), old.generation + 1)
             rt.refresh_drained()
-            new_access = self.access if self._fixed_access else build_access(cfg)
+            upd = getattr(self.access, "update_config", None)   # keeps its store, counters and writer thread
+            if upd:
+                upd(cfg)
+            new_access = self.access if (self._fixed_access or upd) else build_access(cfg)
             # one assignment each: requests already running keep the runtime object they started with
             self.runtime = rt
             self.access = new_access
@@ -362,7 +368,7 @@ class RouterApp:
             ctx.route, ctx.bucket, ctx.reason = d.route, d.bucket, d.reason
             if d.pin == "route":
                 access.check_pin(principal, d.route)
-            ctx.ticket = access.admit(principal, d.route, d.est_tokens)
+            ctx.ticket = access_glue.admit(access, principal, d, ctx, body)
             self.metrics.decisions.inc((d.bucket, d.route, d.reason))
 
             stream = endpoint != "embeddings" and body.get("stream") is True
@@ -380,6 +386,7 @@ class RouterApp:
                 await self._send_nonstream(ctx, out, send)
         except ApiError as err:
             ctx.status = err.status
+            ctx.error_code = err.code
             r = getattr(err, "route", None)
             if r:
                 ctx.route, ctx.reason, ctx.hops = r, err.reason, err.hops
@@ -444,6 +451,8 @@ class RouterApp:
                     ctx.usage = u
             except orjson.JSONDecodeError:
                 pass
+        if ctx.ticket is not None or "response_format" in ctx.body:
+            out = await access_glue.finish_nonstream(self, ctx, out)   # structured outputs; ledger commit
         return out
 
     async def _send_nonstream(self, ctx: Ctx, out: Outcome, send) -> None:
@@ -482,8 +491,13 @@ class RouterApp:
             async for chunk in resp.content.iter_any():
                 data = filt.feed(chunk)
                 if data:
+                    if filt.usage is not None and ctx.ticket is not None:   # commit before the last events go out
+                        await access_glue.settle_stream(self.access, ctx, filt.usage)
                     await send({"type": "http.response.body", "body": data, "more_body": True})
-            await send({"type": "http.response.body", "body": filt.flush(), "more_body": False})
+            tail = filt.flush()
+            if filt.usage is not None and ctx.ticket is not None:
+                await access_glue.settle_stream(self.access, ctx, filt.usage)
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             if gone[0]:
                 ctx.status = 499
@@ -548,6 +562,8 @@ class RouterApp:
                 access.release(ctx.ticket)
             except Exception:
                 pass
+        else:
+            access_glue.observe(access, ctx, u, latency_ms)   # audit line for refused / open-mode calls
 
     # ================================================================================= other endpoints
     async def models(self, scope, receive, send):
@@ -584,8 +600,21 @@ class RouterApp:
         await self._send(send, 200, b'{"status":"ok"}')
 
     async def prom(self, scope, receive, send):
-        await self._send(send, 200, self.metrics.render(self.runtime.states).encode(),
-                         b"text/plain; version=0.0.4; charset=utf-8")
+        text = self.metrics.render(self.runtime.states)
+        extra = getattr(self.access, "render_metrics", None)   # per-app series (labels app, route)
+        if extra:
+            text += extra()
+        await self._send(send, 200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
+
+    async def admin_keys(self, scope, receive, send):
+        try:
+            self._is_admin(scope)
+        except ApiError as err:
+            return await self._send_error(send, err)
+        rep = getattr(self.access, "keys_report", None)
+        st = getattr(self.access, "status", None)
+        await self._send_json(send, 200, {"access": st() if st else {"auth": "off"},
+                                          "keys": rep() if rep else []})
 
     async def stats(self, scope, receive, send):
         s = self.metrics.as_json(self.runtime.states)

@@ -15,6 +15,8 @@ from typing import Any, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .access_config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Price, Structured
+
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 AUTO_MODEL = "homelab/auto"
 BUCKET_PREFIX = "homelab/"
@@ -140,6 +142,15 @@ class RouterConfig(BaseModel):
     size_promotions: dict[str, list[Promotion]] = Field(default_factory=dict)
     embeddings: Optional[Embeddings] = None
     health: Health = Field(default_factory=Health)
+
+    # access control: keys, budgets, audit, prices, structured outputs (router_app/README-access.md)
+    auth: AuthMode = "auto"
+    store_path: str = DEFAULT_STORE_PATH
+    log_prompts: bool = False
+    audit_log: AuditLog = Field(default_factory=AuditLog)
+    default_reserve_tokens: int = Field(1024, ge=0)
+    prices: dict[str, Price] = Field(default_factory=dict)
+    structured: Structured = Field(default_factory=Structured)
 
     # set by load_config (not part of the file)
     source_path: Optional[str] = Field(default=None, exclude=True)
@@ -272,6 +283,12 @@ def _semantic_errors(cfg: RouterConfig) -> list[ConfigError]:
                         f"{base}.spill.image" if isinstance(r.spill, SpillTargets) and r.spill.image else f"{base}.spill")
                     add(where, f"image traffic would reach '{t}', which has no vision "
                                f"(use spill: {{text: ..., image: <vision route>}} / a vision failover)")
+
+    for rname in cfg.prices:
+        if rname not in routes:
+            add(f"prices.{rname}", f"unknown route '{rname}'")
+    if cfg.structured.escalate_to and cfg.structured.escalate_to not in routes:
+        add("structured.escalate_to", f"unknown route '{cfg.structured.escalate_to}'")
 
     if not any(r.terminal for r in routes.values()) and routes:
         add("routes", "no terminal route: mark the bottom of the fallback chain with terminal: true")

@@ -262,9 +262,14 @@ def test_metrics_and_keys_report(tmp_path):
 
 
 def test_config_validation(tmp_path):
-    from router_app.config import ConfigInvalid
-    with pytest.raises(Exception):
-        make_cfg(tmp_path, auth="sometimes")
+    from router_app.config import validate_dict
+    bad = dict(BASE, auth="sometimes", audit_log={"max_bytes": 10}, prices={"nope": {"input_per_mtok": 1}},
+               structured={"escalate_to": "nowhere"})
+    paths = {e.path for e in validate_dict(bad)}
+    assert {"auth", "audit_log.max_bytes"} <= paths
+    paths = {e.path for e in validate_dict(dict(BASE, prices={"nope": {"input_per_mtok": 1}},
+                                                structured={"escalate_to": "nowhere"}))}
+    assert paths == {"prices.nope", "structured.escalate_to"}
     cfg = make_cfg(tmp_path, auth="required", audit_log={"max_bytes": 2048, "keep": 1},
                    structured={"escalate_to": "brain", "envelope": {"action": "escalate"}})
     s = settings_from(cfg)
