@@ -31,6 +31,7 @@ from .upstreams import HealthChecker, build_states, new_session
 
 JSON = b"application/json"
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+BODY_TIMEOUT_S = 60.0     # the longest a client may take to send a request body
 
 
 def build_access(cfg: RouterConfig) -> AccessControl:
@@ -236,6 +237,18 @@ class RouterApp:
                     raise ApiError(413, f"request body is {n} bytes; the limit is {limit}",
                                    code="request_too_large", headers={"Connection": "close"})
                 break
+        # a client that stalls while sending its body gets a 408, never a hang
+        try:
+            if hasattr(asyncio, "timeout"):
+                async with asyncio.timeout(BODY_TIMEOUT_S):
+                    return await self._read_chunks(receive, limit)
+            return await asyncio.wait_for(self._read_chunks(receive, limit), BODY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"request body not received within {BODY_TIMEOUT_S:g}s",
+                           code="request_timeout", headers={"Connection": "close"}) from None
+
+    @staticmethod
+    async def _read_chunks(receive, limit: int) -> bytes:
         chunks = []
         size = 0
         while True:

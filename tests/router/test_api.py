@@ -158,3 +158,22 @@ def test_unexpected_shapes_never_500(client):
                  {"messages": [{"content": {"a": 1}}], "stream_options": 3}):
         r = client.post("/v1/chat/completions", json=body)
         assert r.status_code == 200, (body, r.text)
+
+
+def test_stalled_body_gets_408_not_a_hang(router, monkeypatch):
+    import socket
+    import router_app.api as api_mod
+    monkeypatch.setattr(api_mod, "BODY_TIMEOUT_S", 0.3)
+    s = socket.create_connection(("127.0.0.1", router.port), timeout=5)
+    try:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{\"messages\":")
+        data = b""
+        while b"\r\n\r\n" not in data or b"request_timeout" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    assert data.startswith(b"HTTP/1.1 408") and b"request_timeout" in data
