@@ -272,3 +272,13 @@ def test_admin_without_key_is_loopback_only(router):
     with pytest.raises(ApiError) as ei:
         router.app._is_admin({"client": ("10.0.0.7", 5), "headers": []})
     assert ei.value.status == 403
+
+
+def test_pinned_route_still_spills_when_saturated(make_router, engines):
+    router = saturate(make_router, engines, "hands")
+    fut = occupy(router, engines, "hands", "implement it")
+    with httpx.Client(base_url=router.url, timeout=10) as c:
+        r = chat(c, "anything", model="homelab/code")
+        assert r.status_code == 200 and hdr(r) == ("mouth", "pinned", "hands_saturated")
+    engines["hands"].release()
+    fut.result()
