@@ -166,6 +166,7 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
                 out.upstream_s = perf() - t_up
                 out.queue_s = queue_s
                 st.requests_total += 1
+                metrics.ttfb.observe((route,), out.upstream_s)
                 return out
             else:
                 body = await resp.read()
@@ -181,6 +182,7 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
                 resp.release()
                 st.release()
                 st.requests_total += 1
+                metrics.ttfb.observe((route,), out.upstream_s)
                 return out
         except asyncio.TimeoutError:
             kind, detail = "timeout", {"error": "no answer within the timeout"}

@@ -102,6 +102,7 @@ def test_healthz_metrics_stats(client):
     assert 'homelab_router_decisions_total{bucket="coding",route="hands",reason="bucket_match"} 1' in t
     assert "homelab_router_request_duration_seconds_bucket" in t and 'homelab_router_route_in_flight{route="eyes"} 0' in t
     assert 'homelab_router_tokens_total{route="hands",type="prompt"} 11' in t
+    assert 'homelab_router_upstream_first_byte_seconds_count{route="hands"} 1' in t
     assert 'homelab_router_rejected_total{status="400",code="unknown_route"} 1' in t
     s = client.get("/stats").json()
     assert any(x["route"] == "hands" and x["value"] == 1 for x in s["requests"])
@@ -177,3 +178,17 @@ def test_stalled_body_gets_408_not_a_hang(router, monkeypatch):
     finally:
         s.close()
     assert data.startswith(b"HTTP/1.1 408") and b"request_timeout" in data
+
+
+def test_live_decision_matches_explain(router, client, tmp_path, capsys):
+    from router_app.cli import main as cli_main
+    body = {"model": "homelab/auto", "messages": [
+        {"role": "system", "content": "You are a reviewer."},
+        {"role": "user", "content": "classify these json tags " + "w " * 40000}]}
+    r = client.post("/v1/chat/completions", json=body)
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps(body))
+    assert cli_main(["explain", "--config", router.config_path, "--request", str(req), "--json"]) == 0
+    js = json.loads(capsys.readouterr().out)
+    assert (r.headers["x-homelab-route"], r.headers["x-homelab-bucket"], r.headers["x-homelab-reason"]) == \
+        (js["route"], js["bucket"], js["reason"]) == ("hands", "fast", "size_promotion")
