@@ -282,3 +282,15 @@ def test_pinned_route_still_spills_when_saturated(make_router, engines):
         assert r.status_code == 200 and hdr(r) == ("mouth", "pinned", "hands_saturated")
     engines["hands"].release()
     fut.result()
+
+
+def test_periodic_probe_brings_a_route_back(make_router, engines):
+    def mutate(cfg):
+        cfg["health"] = {"interval_s": 0.2, "timeout_s": 1}
+    router = make_router(mutate)
+    engines["eyes"].mode = "fail500"
+    with httpx.Client(base_url=router.url, timeout=10) as c:
+        assert hdr(chat(c, "classify json"))[2] == "eyes_down"
+        engines["eyes"].mode = "ok"
+        wait_for(lambda: c.get("/admin/upstreams").json()["routes"]["eyes"]["healthy"], what="eyes back")
+        assert hdr(chat(c, "classify json"))[0] == "eyes"
