@@ -189,6 +189,8 @@ class RouterApp:
                         return await self.admin_drain(scope, receive, send, path[15:], False)
             elif method in ("GET", "HEAD"):
                 h = self.get_routes.get(path)
+                if h is None and path.startswith("/v1/models/"):
+                    return await self.models(scope, receive, send, path[11:])
             if h is None:
                 known = path in self.get_routes or path in self.post_routes or path.startswith("/admin/")
                 err = ApiError(405 if known else 404, f"{method} {path} is not served here", code=(
@@ -579,7 +581,7 @@ class RouterApp:
             access_glue.observe(access, ctx, u, latency_ms)   # audit line for refused / open-mode calls
 
     # ================================================================================= other endpoints
-    async def models(self, scope, receive, send):
+    async def models(self, scope, receive, send, one: Optional[str] = None):
         try:
             authz = None
             for k, v in scope["headers"]:
@@ -607,7 +609,12 @@ class RouterApp:
             for a in r.aliases:
                 add(a, "homelab-router", homelab={"kind": "alias", "route": name})
             add(r.model, name, homelab={"kind": "route_model", "route": name, "vision": r.vision})
-        await self._send_json(send, 200, {"object": "list", "data": data})
+        if one is None:
+            return await self._send_json(send, 200, {"object": "list", "data": data})
+        for m in data:
+            if m["id"] == one:
+                return await self._send_json(send, 200, m)
+        await self._send_error(send, ApiError(404, f"model '{one}' is not served here", code="model_not_found"))
 
     async def healthz(self, scope, receive, send):
         await self._send(send, 200, b'{"status":"ok"}')

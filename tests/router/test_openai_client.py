@@ -41,6 +41,9 @@ def test_embeddings(oai):
 def test_models(oai):
     ids = {m.id for m in oai.models.list()}
     assert {"homelab/auto", "homelab/code", "gemma-4-31b"} <= ids
+    assert oai.models.retrieve("homelab/code").id == "homelab/code"
+    with pytest.raises(openai.NotFoundError):
+        oai.models.retrieve("nope")
 
 
 def test_errors_are_openai_shaped(oai):
