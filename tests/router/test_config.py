@@ -124,3 +124,13 @@ def test_check_config_console_entry():
     r = subprocess.run([sys.executable, "-m", "router_app", "check-config", str(EXAMPLE)], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path):
+    p = tmp_path / "dup.yaml"
+    p.write_text("routes:\n  a: {url: 'http://x/v1', model: m, terminal: true}\n"
+                 "  a: {url: 'http://y/v1', model: n, terminal: true}\nbuckets: {unknown: {route: a}}\n")
+    with pytest.raises(ConfigInvalid) as ei:
+        load_config(p)
+    e = ei.value.errors[0]
+    assert e.path == "line 3, column 3" and "duplicate key 'a'" in e.message
