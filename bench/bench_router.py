@@ -10,7 +10,11 @@ worker, uvloop + httptools) pointed at it, then measures with a cheap load gener
   * router RSS after the run.
 Everything is bounded: each phase runs --duration seconds; the whole run takes well under a minute by default.
 
-    .venv/bin/python bench/bench_router.py [--duration 5] [--streams 200]
+    .venv/bin/python bench/bench_router.py [--duration 5] [--streams 200] [--keys]
+
+--keys: the same table with access control on: a per-app key (rpm limit and token budget set high enough never to
+refuse) is created in the router's SQLite store and every request carries it, so the run pays for the key check,
+the rpm and budget bookkeeping, the ledger rows and the audit log.
 """
 from __future__ import annotations
 
@@ -32,6 +36,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BODY = {"model": "homelab/auto", "max_tokens": 16,
         "messages": [{"role": "user", "content": "please refactor this fastapi code and add pytest tests"}]}
+
+
+HEADERS = {"Content-Type": "application/json"}
+if os.environ.get("BENCH_AUTH"):
+    HEADERS["Authorization"] = os.environ["BENCH_AUTH"]
 
 
 def free_port() -> int:
@@ -96,7 +105,7 @@ async def _aio_load(url: str, conns: int, duration: float) -> dict:
             nonlocal errors
             while time.perf_counter() < stop:
                 t = time.perf_counter()
-                async with s.post(url, data=data, headers={"Content-Type": "application/json"}) as r:
+                async with s.post(url, data=data, headers=HEADERS) as r:
                     await r.read()
                     if r.status != 200:
                         errors += 1
@@ -123,7 +132,7 @@ async def stream_ttfc(url: str, n: int) -> dict:
     async with aiohttp.ClientSession() as s:
         for i in range(n + 10):
             t = time.perf_counter()
-            async with s.post(url, data=data, headers={"Content-Type": "application/json"}) as r:
+            async with s.post(url, data=data, headers=HEADERS) as r:
                 await r.content.readany()
                 t1 = time.perf_counter()
                 await r.read()
@@ -142,6 +151,7 @@ def main() -> int:
     ap.add_argument("--streams", type=int, default=200, help="sequential streams per side for time-to-first-chunk")
     ap.add_argument("--loadgen", nargs=3, metavar=("URL", "CONNS", "SECONDS"), help=argparse.SUPPRESS)
     ap.add_argument("--no-wrk", action="store_true", help="use the aiohttp load generator even if wrk exists")
+    ap.add_argument("--keys", action="store_true", help="access control on: every request carries a per-app key")
     args = ap.parse_args()
     if args.loadgen:
         url, c, d = args.loadgen
@@ -165,6 +175,16 @@ def main() -> int:
         cfg["log_dir"] = os.path.join(tmp, "logs")
         cfg["listen"] = {"host": "127.0.0.1", "port": rt_port}
         cfg["health"] = {"interval_s": 60, "timeout_s": 2}
+        if args.keys:
+            sys.path.insert(0, ROOT)
+            from router_app.store import Store
+            cfg["store_path"] = os.path.join(tmp, "router.sqlite3")
+            cfg["auth"] = "required"
+            st = Store(cfg["store_path"])
+            _, secret = st.create_key("bench", rpm=10_000_000, tokens_per_month=10 ** 12)
+            st.close()
+            HEADERS["Authorization"] = f"Bearer {secret}"
+            os.environ["BENCH_AUTH"] = HEADERS["Authorization"]   # for the load generator subprocess
         cfg_path = os.path.join(tmp, "bench.yaml")
         with open(cfg_path, "w") as fh:
             yaml.safe_dump(cfg, fh)
@@ -179,7 +199,8 @@ def main() -> int:
         script = os.path.join(tmp, "post.lua")
         with open(script, "w") as fh:
             fh.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                     f"wrk.body = {json.dumps(json.dumps(BODY))}\n")
+                     f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
+                     + (f'wrk.headers["Authorization"] = "{HEADERS["Authorization"]}"\n' if args.keys else ""))
 
         def load(url, conns, dur):
             return run_wrk(url, conns, dur, script) if use_wrk else run_aio(url, conns, dur)
@@ -195,7 +216,7 @@ def main() -> int:
 
         d, r = res["direct"], res["router"]
         gen = "wrk" if use_wrk else "aiohttp (subprocess)"
-        print(f"\nhomelab-router benchmark  ({os.cpu_count()} CPUs, load generator: {gen}, "
+        print(f"\nhomelab-router benchmark{'  [keys on]' if args.keys else ''}  ({os.cpu_count()} CPUs, load generator: {gen}, "
               f"{args.duration:g}s per phase, {args.streams} streams)\n")
         rows = [
             ("latency p50 @1 conn (ms)", d["c1"]["p50_ms"], r["c1"]["p50_ms"]),

@@ -152,6 +152,7 @@ class AccessController:
         self._allowed: dict[str, Optional[frozenset]] = {}
         self._any_key = False
         self._apps: dict[str, _AppState] = {}
+        self._inflight_total = 0
         self._day_end = 0.0
         self._month_end = 0.0
         self._reload_keys()
@@ -344,6 +345,7 @@ class AccessController:
             if err is None:
                 st.reserved += need
                 st.inflight += 1
+                self._inflight_total += 1
         if err is not None:
             raise err
         lid = f"{self._id_prefix}-{next(self._ids)}"
@@ -371,6 +373,8 @@ class AccessController:
             st = self._state(ticket.app, now)
             st.reserved -= ticket.reserved
             st.inflight -= 1
+            self._inflight_total -= 1
+            alone = self._inflight_total == 0
             st.spent_day += tt
             st.spent_month += tt
             k = (ticket.app, route)
@@ -384,6 +388,8 @@ class AccessController:
                        estimated, status, round(latency_ms, 3), ticket.request_id)
         audit = self._audit_line(now, ticket.request_id, ticket.app, route, bucket, status,
                                  latency_ms, pt, ct, tt, estimated, ticket.prompt)
+        if alone and self.writer.try_inline(row, audit):
+            return None   # committed already: the only request in flight
         return self._submit(row, audit)
 
     def release(self, ticket: Optional[Ticket]) -> None:
@@ -406,14 +412,7 @@ class AccessController:
             self.writer.submit(row, audit)
             return None
         fut = loop.create_future()
-
-        def done() -> None:
-            try:
-                loop.call_soon_threadsafe(_set_done, fut)
-            except RuntimeError:  # loop closed at shutdown
-                pass
-
-        self.writer.submit(row, audit, done)
+        self.writer.submit(row, audit, None, loop, fut)
         return fut
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -495,7 +494,8 @@ class AccessController:
 
     def status(self) -> dict[str, Any]:
         return {"auth": self.settings.auth, "enforced": self.enforced, "keys": len(self._keys),
-                "ledger": {"commits": self.writer.commits, "rows": self.writer.rows_written,
+                "ledger": {"commits": self.writer.commits, "inline_commits": self.writer.inline_commits,
+                           "rows": self.writer.rows_written,
                            "errors": self.writer.errors}}
 
     def render_metrics(self) -> str:

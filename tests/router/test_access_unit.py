@@ -198,15 +198,23 @@ def test_settle_future_resolves_after_commit(cfg):
 
     async def go():
         p = c.authenticate(f"Bearer {secret}", "x")
+        t0 = c.admit(p, "mouth", 3)      # two in flight: the second settle goes through the writer
         t = c.admit(p, "mouth", 3)
         fut = c.settle(t, {"prompt_tokens": 3, "completion_tokens": 4}, route="mouth",
                        bucket="b", status=200, latency_ms=2)
         await asyncio.wait_for(fut, 5)
-        return t.request_id
+        row = c.store.conn.execute("SELECT total_tokens, status FROM usage WHERE request_id=?",
+                                   (t.request_id,)).fetchone()
+        assert row == (7, 200)
+        # the last one in flight: committed inline when the writer is idle, else through it
+        f0 = c.settle(t0, {"total_tokens": 5}, route="mouth", bucket="b", status=200, latency_ms=1)
+        if f0 is not None:
+            await asyncio.wait_for(f0, 5)
+        return t0.request_id
 
     rid = asyncio.run(go())
     row = c.store.conn.execute("SELECT total_tokens, status FROM usage WHERE request_id=?", (rid,)).fetchone()
-    assert row == (7, 200)
+    assert row == (5, 200)
     c.close()
 
 

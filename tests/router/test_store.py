@@ -96,7 +96,6 @@ def test_writer_group_commit_and_external_change(tmp_path):
     assert done.wait(10)
     assert st.count_usage() == 500
     assert w.commits < 500  # rows shared commits
-    assert len((tmp_path / "audit.jsonl").read_text().splitlines()) == 500
     other = Store(p)
     other.create_key("cli-made")
     deadline = time.time() + 5
@@ -104,6 +103,7 @@ def test_writer_group_commit_and_external_change(tmp_path):
         time.sleep(0.02)
     assert changes, "writer did not notice the other connection's commit"
     w.stop()
+    assert len((tmp_path / "audit.jsonl").read_text().splitlines()) == 500
 
 
 def _child_writer(path: str, n: int, ready) -> None:
