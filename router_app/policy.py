@@ -405,8 +405,11 @@ def decide(policy: Policy, view: RequestView, drained: Iterable[str] = frozenset
             if why == "forbidden":
                 raise ApiError(403, "this key may not use any route that can serve this request "
                                     f"(bucket '{bucket}')", type="permission_error", code="route_forbidden")
-            raise ApiError(503, f"route '{route}' is drained and has no failover", type="service_unavailable",
+            err = ApiError(503, f"route '{route}' is drained and has no failover", type="server_error",
                            code="route_drained", headers={"Retry-After": "30"})
+            err.route, err.reason = route, f"{route}_drained"  # type: ignore[attr-defined]
+            err.hops = [{"route": r, "event": "drained"} for r in path + [route]]  # type: ignore[attr-defined]
+            raise err
         path.append(route)
         reason = f"{route}_{why}"
         route = nxt

@@ -246,6 +246,7 @@ def test_drained_brain_auto_traffic_is_503(client):
     client.post("/admin/drain/brain")
     r = chat(client, "plan the architecture")
     assert r.status_code == 503 and r.headers["retry-after"]
+    assert hdr(r) == ("brain", "none", "brain_drained") and r.json()["error"]["code"] == "route_drained"
     assert chat(client, "plan", model="brain").status_code == 200
 
 
