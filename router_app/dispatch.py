@@ -176,6 +176,9 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
                 if ct:
                     out.content_type = ct.encode("latin-1")
                 out.body = body
+                ce = resp.headers.get("Content-Encoding")
+                if ce and ce != "identity":      # we asked for identity; pass any encoding on as it came
+                    out.extra_headers.append((b"content-encoding", ce.encode("latin-1")))
                 out.route, out.reason, out.hops = route, reason, hops
                 out.upstream_s = perf() - t_up
                 out.queue_s = queue_s
