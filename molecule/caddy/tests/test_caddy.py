@@ -1,0 +1,110 @@
+"""Gateway layer contract: Caddy (TLS, LAN-only matcher, streaming) in front of homelab-router,
+whose config was compiled from the inventory, in front of a loopback stand-in engine."""
+import json
+import os
+import socket
+import ssl
+
+import pytest
+
+# podman exec straight into the container: much faster than the ansible backend.
+testinfra_hosts = ["podman://mol-caddy"]
+
+SITE = "gw.molecule.test"
+CA = "/usr/local/share/homelab/caddy-root-ca.crt"
+CURL = f"curl -sS --cacert {CA} --resolve {SITE}:443:127.0.0.1"
+CHAT = {"model": "homelab/auto", "messages": [{"role": "user", "content": "hello through caddy"}]}
+
+
+@pytest.fixture(scope="module")
+def journal(host):
+    return host.run("journalctl -u caddy -u homelab-router --no-pager -n 80").stdout
+
+
+def test_caddy_running_enabled_and_hardened(host, journal):
+    svc = host.service("caddy")
+    assert svc.is_running, journal
+    assert svc.is_enabled
+    props = svc.systemd_properties
+    assert props["User"] == "caddy"
+    assert props["NoNewPrivileges"] == "yes"
+    assert props["ProtectSystem"] == "strict"
+    assert props["ProtectHome"] == "yes"
+    assert props["PrivateTmp"] == "yes"
+    assert props["Restart"] == "on-failure"
+
+
+def test_sockets(host):
+    assert host.socket("tcp://443").is_listening
+    assert host.socket("tcp://80").is_listening
+    assert host.socket("tcp://127.0.0.1:4000").is_listening
+    assert not host.socket("tcp://0.0.0.0:4000").is_listening
+
+
+def test_caddyfile(host):
+    f = host.file("/etc/caddy/Caddyfile")
+    assert f.contains("Ansible managed")
+    assert f.contains("tls internal")
+    assert f.contains("flush_interval -1")
+    assert f.contains("health_uri /healthz")
+    assert f.contains("remote_ip 127.0.0.1/32 ::1/128 192.0.2.0/24")
+    assert host.run("caddy validate --adapter caddyfile --config /etc/caddy/Caddyfile").rc == 0
+
+
+def test_root_ca_published_and_fetched(host):
+    ca = host.file(CA)
+    assert ca.exists and ca.mode == 0o644
+    assert ca.contains("BEGIN CERTIFICATE")
+    fetched = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "pki", "mol-caddy-caddy-root-ca.crt")
+    assert os.path.exists(fetched)
+    with open(fetched) as fh:
+        assert fh.read().strip() == ca.content_string.strip()
+
+
+def test_router_config_compiled_from_inventory(host):
+    cfg = host.file("/etc/homelab-router/config.yaml").content_string
+    assert "url: http://127.0.0.1:8000/v1" in cfg
+    assert "api_key_env: HOMELAB_ROUTE_CHAT_API_KEY" in cfg
+    assert "model: tiny-chat" in cfg
+
+
+def test_https_healthz_through_caddy(host):
+    out = host.check_output(f"{CURL} https://{SITE}/healthz")
+    assert json.loads(out) == {"status": "ok"}
+
+
+def test_chat_completion_through_caddy_router_engine(host):
+    cmd = (f"{CURL} -D - -H 'content-type: application/json' --data '{json.dumps(CHAT)}' "
+           f"https://{SITE}/v1/chat/completions")
+    out = host.check_output(cmd)
+    head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+    assert head.startswith("HTTP/2 200") or head.startswith("HTTP/1.1 200"), out
+    assert "x-homelab-route: chat" in head.lower()
+    answer = json.loads(body)
+    assert answer["model"] == "tiny-chat" or answer["choices"][0]["message"]["content"]
+    assert answer["choices"][0]["message"]["content"]
+
+
+def test_streaming_through_caddy(host):
+    body = dict(CHAT, stream=True)
+    out = host.check_output(
+        f"{CURL} -N -H 'content-type: application/json' --data '{json.dumps(body)}' "
+        f"https://{SITE}/v1/chat/completions")
+    events = [line for line in out.splitlines() if line.startswith("data: ")]
+    assert len(events) >= 2, out
+    assert events[-1] == "data: [DONE]"
+
+
+def test_outside_the_allowed_networks_gets_403(host):
+    """The control node (10.88.0.1) passes the firewall (443 is allowlisted for 10.88.0.0/16) but is
+    not in caddy_allowed_cidrs, so Caddy answers 403."""
+    address = host.check_output("hostname -I").split()[0]
+    ctx = ssl.create_default_context(cafile=os.path.join(
+        os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "pki", "mol-caddy-caddy-root-ca.crt"))
+    with socket.create_connection((address, 443), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=SITE) as tls:
+            tls.sendall(f"GET /v1/models HTTP/1.1\r\nHost: {SITE}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := tls.recv(4096):
+                data += chunk
+    assert data.startswith(b"HTTP/1.1 403"), data[:200]
