@@ -18,6 +18,8 @@ as proxmoxer / community.proxmox relies on:
   ``DELETE /nodes/{node}/lxc/{vmid}`` (refused while running).
 * ``/nodes/{node}/tasks/{upid}/status`` (``running`` until the task's duration has passed, then
   ``stopped`` with ``exitstatus``) and ``/log``.
+* ``GET /pools``, ``GET /nodes/{node}/qemu`` (always empty), ``.../lxc/{vmid}/snapshot`` and
+  ``.../lxc/{vmid}/interfaces`` (running guests only), which the community.proxmox inventory plugin reads.
 * ``/nodes/{node}/storage`` and ``/nodes/{node}/storage/{storage}/content[?content=vztmpl]``.
 
 Errors follow PVE's shape: the HTTP reason phrase carries the message, the body is ``{"data": null}``
@@ -230,6 +232,10 @@ class ProxmoxEmulator:
         if parts == ["nodes"] and method == "GET":
             return [{"node": n, "status": "online", "type": "node", "id": f"node/{n}", "maxcpu": 8,
                      "maxmem": 34359738368} for n in self.settings["nodes"]]
+        if parts == ["pools"] and method == "GET":
+            return []
+        if len(parts) == 2 and parts[0] == "pools" and method == "GET":
+            raise PveError(500, f"pool '{parts[1]}' does not exist")
         if parts == ["cluster", "nextid"] and method == "GET":
             if params.get("vmid"):
                 vmid = _int(params["vmid"], "vmid", 100, 999999999)
@@ -266,6 +272,8 @@ class ProxmoxEmulator:
                         for vmid, g in sorted(self.guests.items()) if g["node"] == node]
             if method == "POST":
                 return self._create(node, params, user)
+        if rest == ["qemu"] and method == "GET":
+            return []  # this emulator has containers only
         if len(rest) >= 2 and rest[0] == "lxc":
             vmid = _int(rest[1], "vmid", 100, 999999999)
             return self._guest(method, node, vmid, rest[2:], params, user)
@@ -434,6 +442,20 @@ class ProxmoxEmulator:
             self.counters["config_puts"] += 1
             self.counters["writes"] += 1
             return None
+        if rest == ["snapshot"] and method == "GET":
+            return [{"name": "current", "description": "You are here!", "running": int(g["status"] == "running"),
+                     "digest": g["config"]["digest"]}]
+        if rest == ["interfaces"] and method == "GET":
+            if g["status"] != "running":
+                raise PveError(500, f"CT {vmid} not running")
+            out = [{"name": "lo", "hwaddr": "00:00:00:00:00:00", "inet": "127.0.0.1/8", "inet6": "::1/128"}]
+            for key in sorted(k for k in g["config"] if NET_RE.match(k)):
+                props = dict(p.partition("=")[::2] for p in g["config"][key].split(","))
+                iface = {"name": props.get("name", "eth0"), "hwaddr": props.get("hwaddr", "")}
+                if props.get("ip", "dhcp") not in ("dhcp", "manual"):
+                    iface["inet"] = props["ip"]
+                out.append(iface)
+            return out
         if rest == ["status", "current"] and method == "GET":
             cfg = g["config"]
             out = {"vmid": vmid, "name": cfg.get("hostname"), "status": g["status"], "type": "lxc",

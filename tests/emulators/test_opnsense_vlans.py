@@ -96,15 +96,17 @@ def test_check_mode_with_diff_writes_nothing(opnsense, run_playbook):
     assert res.changed("fw") == 1
     assert "+vlans[vtnet1 tag 40]: descr=ai sandbox" in res.stdout
     assert "+rules[homelab-ai: isolate sandbox from gpu]" in res.stdout
-    assert "+assignments[(new)]" in res.stdout or "assign (new device)" in res.stdout
+    assert "+assignments[new:sandbox]: descr=sandbox, enable=1, if=(new device for tag 40), ipaddr=10.0.40.1/24, type4=staticv4" in res.stdout
     st = opnsense.state()
     assert st["vlans"] == {} and st["rules"] == {}
     assert st["counters"] == {"vlan_reconfigure": 0, "assignment_reconfigure": 0, "filter_apply": 0, "writes": 0}
     assert all(r["method"] == "GET" or "search" in r["path"].lower() for r in st["requests"])
 
 
-def test_description_change_is_an_update_and_diffed(opnsense, run_playbook):
+def test_update_in_place_then_removal_only_with_flag(opnsense, run_playbook):
     assert run_playbook("network.yml", inventory(opnsense)).rc == 0
+
+    # a changed description is an in-place update, shown by --diff, with one more reconfigure and no apply
     vlans = copy.deepcopy(VLANS)
     vlans[3]["description"] = "ai sandbox (isolated)"
     res = run_playbook("network.yml", inventory(opnsense, vlans=vlans), "--diff")
@@ -113,15 +115,11 @@ def test_description_change_is_an_update_and_diffed(opnsense, run_playbook):
     assert "-vlans[vtnet1 tag 40]: descr=ai sandbox, pcp=0, vlanif=vlan04" in res.stdout
     assert "+vlans[vtnet1 tag 40]: descr=ai sandbox (isolated), pcp=0, vlanif=vlan04" in res.stdout
     st = opnsense.state()
-    assert len(st["vlans"]) == 4  # updated in place, same device
-    assert st["counters"]["vlan_reconfigure"] == 2
-    assert st["counters"]["filter_apply"] == 1  # rules untouched: no second apply
+    assert len(st["vlans"]) == 4  # same device, updated in place
+    assert st["counters"]["vlan_reconfigure"] == 2 and st["counters"]["filter_apply"] == 1
 
-
-def test_unlisted_items_removed_only_with_flag(opnsense, run_playbook):
-    assert run_playbook("network.yml", inventory(opnsense)).rc == 0
-    fewer = [v for v in VLANS if v["name"] != "mgmt"]
-
+    # an unlisted VLAN stays (and so do its rules) unless removal is asked for
+    fewer = [v for v in vlans if v["name"] != "mgmt"]
     kept = run_playbook("network.yml", inventory(opnsense, vlans=fewer))
     assert kept.rc == 0, kept.stdout + kept.stderr
     assert kept.changed("fw") == 0

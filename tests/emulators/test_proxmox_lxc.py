@@ -4,6 +4,11 @@ emulator over verified TLS."""
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import proxmoxer
 
@@ -47,8 +52,9 @@ def inventory(emu, *, guests=None, token_id=TOKEN_ID, secret=TOKEN_SECRET, ca=No
     }}
 
 
-def test_create_start_wait_then_unchanged(proxmox, run_playbook):
-    first = run_playbook("compute.yml", inventory(proxmox, ssh_port=proxmox.port))
+def test_create_start_wait_then_unchanged(proxmox, run_playbook, tmp_path):
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHomelabTestKeyOnly test@control"
+    first = run_playbook("compute.yml", inventory(proxmox, ssh_port=proxmox.port, proxmox_lxc_ssh_public_key=key))
     assert first.rc == 0, first.stdout + first.stderr
     assert first.changed("pve1") == 2  # create loop + start loop
     st = proxmox.state()
@@ -63,15 +69,34 @@ def test_create_start_wait_then_unchanged(proxmox, run_playbook):
     assert net0["bridge"] == "vmbr0" and net0["type"] == "veth" and "hwaddr" in net0
     assert gw["config"]["features"] == "nesting=0"
     assert "lock" not in cfg
+    assert hub["ssh_public_keys"] == key  # handed over at creation only
     assert {r["auth"] for r in st["requests"]} == {"token"}
     assert st["counters"]["creates"] == 2 and st["counters"]["starts"] == 2
     assert "Wait for SSH on the guests" in first.stdout
 
-    second = run_playbook("compute.yml", inventory(proxmox, ssh_port=proxmox.port))
+    second = run_playbook("compute.yml", inventory(proxmox, ssh_port=proxmox.port, proxmox_lxc_ssh_public_key=key))
     assert second.rc == 0, second.stdout + second.stderr
     assert second.changed("pve1") == 0
     st2 = proxmox.state()
     assert st2["counters"] == st["counters"]
+
+    # the dynamic inventory config (roles/proxmox_lxc/files) lists what was created
+    repo = Path(__file__).resolve().parents[2]
+    src = tmp_path / "homelab.proxmox.yml"
+    src.write_text((repo / "roles/proxmox_lxc/files/homelab.proxmox.yml").read_text())
+    env = dict(os.environ, PROXMOX_URL=f"https://127.0.0.1:{proxmox.port}", PROXMOX_USER="ansible@pve",
+               PROXMOX_TOKEN_ID="homelab", PROXMOX_TOKEN_SECRET=TOKEN_SECRET, REQUESTS_CA_BUNDLE=str(proxmox.ca),
+               ANSIBLE_INVENTORY_ENABLED="community.proxmox.proxmox")
+    out = subprocess.run([str(Path(sys.executable).with_name("ansible-inventory")), "-i", str(src), "--list"],
+                         env=env, capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    inv = json.loads(out.stdout)
+    assert sorted(inv["lxc_guests"]["hosts"]) == ["gw", "hub"]
+    hub = {k: (v["__ansible_unsafe"] if isinstance(v, dict) and "__ansible_unsafe" in v else v)
+           for k, v in inv["_meta"]["hostvars"]["hub"].items()}
+    assert hub["ansible_host"] == "10.0.20.11" and hub["proxmox_vmid"] == 201
+    assert hub["proxmox_status"] == "running"
+    assert sorted(inv["proxmox_vlan_20"]["hosts"]) == ["gw", "hub"]
 
 
 def test_check_mode_reports_and_creates_nothing(proxmox, run_playbook):
@@ -143,5 +168,3 @@ def test_empty_proxmox_group_is_a_noop(proxmox, run_playbook):
     res = run_playbook("compute.yml", inv)
     assert res.rc == 0, res.stdout + res.stderr
     assert proxmox.state()["requests"] == []
-
-

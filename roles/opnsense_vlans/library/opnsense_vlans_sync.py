@@ -394,7 +394,7 @@ class Sync(object):
         after_vlans = self.read_vlans() if (vlan_changed and not self.check) else dict(current)
         if self.check:
             for key, want in adds:
-                after_vlans[key] = dict(want, uuid="(new)", vlanif="(new device)")
+                after_vlans[key] = dict(want, uuid="(new)", vlanif="(new device for tag %s)" % key[1])
             for key, uuid, want in sets:
                 after_vlans[key] = dict(after_vlans[key], **want)
             for key, _have in dels:
@@ -418,10 +418,10 @@ class Sync(object):
                 have = assignments.get(dev)
                 if have is None:
                     self.actions.append("assign %s to interface %s (%s)" % (dev, want["descr"], want["ipaddr"]))
-                    ident = "(new)"
+                    ident = "new:%s" % want["descr"]
                     if not self.check:
                         res = self.c.write("interfaces/assignment/addItem", {"interface": dict(want, lock="0")})
-                        ident = res.get("uuid", "(new)")
+                        ident = res.get("uuid", ident)
                     after_assign[dev] = dict(want, identifier=ident)
                     assign_changed = True
                 elif any(have[f] != want[f] for f in ASSIGN_FIELDS):
