@@ -295,3 +295,15 @@ def test_periodic_probe_brings_a_route_back(make_router, engines):
         engines["eyes"].mode = "ok"
         wait_for(lambda: c.get("/admin/upstreams").json()["routes"]["eyes"]["healthy"], what="eyes back")
         assert hdr(chat(c, "classify json"))[0] == "eyes"
+
+
+def test_size_promotion_table_through_the_router(client, engines):
+    from test_policy import PROMOTION_TABLE
+    for bucket, cols in PROMOTION_TABLE.items():
+        for tokens, col in ((4000, 0), (12000, 1), (30000, 2)):
+            text = "x" * (tokens * 4 - 8)
+            r = chat(client, text, headers={"X-Homelab-Bucket": bucket}, image=(bucket == "vision"))
+            assert r.status_code == 200
+            assert (r.headers["x-homelab-bucket"], r.headers["x-homelab-route"]) == (bucket, cols[col]), (bucket,
+                                                                                                          tokens)
+            assert r.json()["choices"][0]["message"]["content"] == f"{cols[col]} answers"
