@@ -366,7 +366,9 @@ class AccessController:
         estimated = estimated or est_flag
         if tt is None:
             # the engine sent no usage: count the prompt estimate for answered calls
-            pt, ct, tt, estimated = (ticket.est_prompt, 0, ticket.est_prompt, True) if status < 400 else (0, 0, 0, False)
+            # (and for a client that went away: the engine has already read the prompt)
+            pt, ct, tt, estimated = ((ticket.est_prompt, 0, ticket.est_prompt, True)
+                                     if status < 400 or status == 499 else (0, 0, 0, False))
         now = self._clock()
         with self._lock:
             self._roll(now)

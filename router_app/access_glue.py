@@ -34,6 +34,10 @@ def admit(access: Any, principal: Any, d: Any, ctx: Any, body: dict) -> Any:
                 S.check_schema(schema)
         except S.SchemaInvalid as e:
             raise ApiError(400, str(e), param="response_format", code="invalid_json_schema") from None
+        if schema is not None and body.get("stream") is True and _is_ours(access):
+            # a stream cannot be validated before its bytes reach the client: say so in the log
+            access.log_structured({"time": time.time(), "request_id": ctx.req_id, "bucket": d.bucket,
+                                   "outcome": "stream_not_validated", "route": d.route, "attempts": []})
     if _is_ours(access):
         return access.admit(principal, d.route, d.est_tokens, request_id=ctx.req_id, body=body)
     return access.admit(principal, d.route, d.est_tokens)

@@ -332,8 +332,13 @@ def test_structured_camera_cases(rig, eng):
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 12}}}})
         assert bad_schema.status_code == 400 and err_of(bad_schema)["code"] == "invalid_json_schema"
 
+        with c.stream("POST", "/v1/chat/completions", json={
+                "model": "homelab/vision", "stream": True, "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": SCHEMA}}}) as s:
+            assert s.status_code == 200 and "[DONE]" in "".join(s.iter_text())
+
     outcomes = [json.loads(x)["outcome"] for x in log.read_text().splitlines()]
-    assert outcomes == ["valid", "escalated_valid", "envelope", "envelope"]
+    assert outcomes == ["valid", "escalated_valid", "envelope", "envelope", "stream_not_validated"]
 
 
 def test_openai_client_with_a_key(rig):
