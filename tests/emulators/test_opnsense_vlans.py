@@ -138,8 +138,11 @@ def test_update_in_place_then_removal_only_with_flag(opnsense, run_playbook):
     assert "homelab-ai: isolate sandbox from gpu" in rules
     assert st["running"]["vlans"] == st["vlans"] and st["running"]["rules"] == st["rules"]
 
-    again = run_playbook("network.yml", inventory(opnsense, vlans=fewer, opnsense_vlans_remove_unlisted=True))
-    assert again.rc == 0 and again.changed("fw") == 0
+    writes = st["counters"]["writes"]
+    again = run_playbook("network.yml", inventory(opnsense, vlans=fewer, opnsense_vlans_remove_unlisted=True),
+                         "--check", "--diff")
+    assert again.rc == 0 and again.changed("fw") == 0, again.stdout
+    assert opnsense.state()["counters"]["writes"] == writes
 
 
 def test_bad_credentials_fail_clearly(opnsense, run_playbook):
