@@ -147,9 +147,9 @@ class AccessController:
             self._structured_log = RotatingJsonl(
                 os.path.join(log_dir, "structured-validation.jsonl"),
                 settings.audit_log.max_bytes, settings.audit_log.keep)
-        self._keys: dict[str, KeyRecord] = {}
-        self._revoked: dict[str, KeyRecord] = {}
-        self._allowed: dict[str, Optional[frozenset]] = {}
+        # one immutable snapshot, swapped with a single assignment: a reader never sees
+        # new keys with old whitelists (kid -> (record, allowed routes))
+        self._snap: tuple[dict[str, tuple[KeyRecord, Optional[frozenset]]], dict[str, KeyRecord]] = ({}, {})
         self._any_key = False
         self._apps: dict[str, _AppState] = {}
         self._inflight_total = 0
@@ -181,7 +181,8 @@ class AccessController:
         self.settings = self.settings.model_copy(update={
             "prices": s.prices, "structured": s.structured, "log_prompts": s.log_prompts,
             "default_reserve_tokens": s.default_reserve_tokens})
-        self._allowed = {kid: allowed_for(r, cfg) for kid, r in self._keys.items()}
+        active, revoked = self._snap
+        self._snap = ({kid: (r, allowed_for(r, cfg)) for kid, (r, _) in active.items()}, revoked)
 
     def close(self) -> None:
         self.writer.stop()
@@ -195,12 +196,12 @@ class AccessController:
         recs = self.store.list_keys(include_revoked=True)
         active = {r.kid: r for r in recs if r.active}
         revoked = {r.kid: r for r in recs if not r.active}
-        allowed = {kid: allowed_for(r, self.cfg) for kid, r in active.items()}
-        # plain reference swaps: readers on the event loop see old or new, never half
-        self._allowed = allowed
-        self._keys = active
-        self._revoked = revoked
+        self._snap = ({kid: (r, allowed_for(r, self.cfg)) for kid, r in active.items()}, revoked)
         self._any_key = bool(recs)
+
+    @property
+    def _keys(self) -> dict[str, KeyRecord]:
+        return {kid: r for kid, (r, _) in self._snap[0].items()}
 
     def _load_spent(self) -> None:
         now = self._clock()
@@ -229,10 +230,11 @@ class AccessController:
         parts = split_token(token)
         if parts is not None:
             kid = parts[0]
-            rec = self._keys.get(kid)
-            if rec is not None and rec.verify(token):
-                return Principal(rec.app, self._allowed.get(kid), {"kid": kid})
-            old = self._revoked.get(kid)
+            active, revoked = self._snap
+            ent = active.get(kid)
+            if ent is not None and ent[0].verify(token):
+                return Principal(ent[0].app, ent[1], {"kid": kid})
+            old = revoked.get(kid)
             if old is not None and old.verify(token):
                 raise self._unauthorized(f"API key for app '{old.app}' has been revoked.", "revoked_api_key")
         raise self._unauthorized("Incorrect API key provided.", "invalid_api_key")
@@ -288,9 +290,11 @@ class AccessController:
         if principal is None:
             return None
         kid = principal.extra.get("kid") if principal.extra else None
-        rec = self._keys.get(kid) if kid else None
+        active, revoked = self._snap
+        ent = active.get(kid) if kid else None
+        rec = ent[0] if ent is not None else None
         if rec is None:
-            rec = self._revoked.get(kid) if kid else None
+            rec = revoked.get(kid) if kid else None
             if rec is not None:  # revoked between authenticate and admit
                 raise self._unauthorized(f"API key for app '{principal.app}' has been revoked.",
                                          "revoked_api_key")
@@ -475,10 +479,9 @@ class AccessController:
         out = []
         with self._lock:
             self._roll(now)
-            for kid, rec in sorted(self._keys.items(), key=lambda kv: kv[1].app):
+            for kid, (rec, allowed) in sorted(self._snap[0].items(), key=lambda kv: kv[1][0].app):
                 st = self._apps.get(rec.app) or _AppState(utc_day(now), utc_month(now))
                 d = rec.public()
-                allowed = self._allowed.get(kid)
                 d["allowed_routes"] = sorted(allowed) if allowed is not None else None
                 d["usage"] = {
                     "tokens_today": st.spent_day, "tokens_this_month": st.spent_month,

@@ -369,3 +369,24 @@ def test_openai_client_with_a_key(rig):
     flush(r)
     # chat 18 + two streams 8 + 8 + two more chats 18 + 18; refused calls cost nothing
     assert sum(t for app, _, t, _, _ in ledger(r) if app == "ide") == 70
+
+
+def test_reload_keeps_counters_and_takes_new_prices(rig):
+    r = rig()
+    _, key = r.store.create_key("bot", models=["homelab/chat"], rpm=3)
+    wait_enforced(r.url)
+    access = r.app.access
+    with httpx.Client(base_url=r.url, timeout=10) as c:
+        assert chat(c, "hi", model="homelab/chat", headers=bearer(key)).status_code == 200
+        assert chat(c, "hi", model="homelab/chat", headers=bearer(key)).status_code == 200
+        cfg = yaml.safe_load(open(r.config_path))
+        cfg["prices"] = {"mouth": {"input_per_mtok": 1.0, "output_per_mtok": 1.0}}
+        cfg["routes"]["mouth"]["aliases"] = ["homelab/chat2"]     # the key's model name now means nothing
+        open(r.config_path, "w").write(yaml.safe_dump(cfg, sort_keys=False))
+        assert c.post("/admin/reload-config").status_code == 200
+        assert r.app.access is access                             # same store, writer and counters
+        m = [ln for ln in c.get("/metrics").text.splitlines() if ln.startswith("homelab_app_cost")]
+        assert m == ['homelab_app_cost_equivalent_usd_total{app="bot",route="mouth"} 0.000036'], m  # 2 x 18 tokens at $1/M
+        x = chat(c, "hi", model="homelab/chat2", headers=bearer(key))
+        assert x.status_code == 403                               # whitelist re-resolved on the new config
+        assert chat(c, "hello", model="homelab/brain", headers=bearer(key)).status_code in (400, 403)
