@@ -97,7 +97,8 @@ def cmd_list(a: argparse.Namespace) -> int:
     rows = [("APP", "KEY ID", "ROUTES", "MODELS", "RPM", "TOKENS/DAY", "TOKENS/MONTH", "CREATED", "STATE")]
     for r in recs:
         rows.append((
-            r.app, r.kid, ",".join(r.routes) if r.routes is not None else "*",
+            r.app, r.kid,
+            ",".join(r.routes) if r.routes is not None else ("*" if r.models is None else "-"),
             ",".join(r.models) if r.models is not None else "-",
             str(r.rpm or "-"), str(r.tokens_per_day or "-"), str(r.tokens_per_month or "-"),
             time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.created_at)),
