@@ -166,7 +166,8 @@ class AccessController:
     @classmethod
     def from_config(cls, cfg: Any, **kw: Any) -> "AccessController":
         s = settings_from(cfg)
-        store = Store(resolve_store_path(s, cfg))
+        # auth: off never reads keys and records no usage: keep the store in memory, touch no file
+        store = Store(":memory:" if s.auth == "off" else resolve_store_path(s, cfg))
         log_dir = kw.pop("log_dir", None) or getattr(cfg, "log_dir", None)
         if log_dir and not os.path.isabs(log_dir):
             log_dir = os.path.abspath(log_dir)
