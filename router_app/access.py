@@ -415,7 +415,13 @@ class AccessController:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is None:
+        if loop is None or not self.writer.alive:
+            if not self.writer.alive and row is not None:   # writer gone (shutdown): commit here
+                try:
+                    self.store.insert_usage([row])
+                except Exception:
+                    pass
+                return None
             self.writer.submit(row, audit)
             return None
         fut = loop.create_future()

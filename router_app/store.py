@@ -499,7 +499,24 @@ class LedgerWriter:
             if self.on_error:
                 self.on_error(e)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            # never leave an answer waiting on a dead thread
+            while True:
+                try:
+                    it = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if it is not None:
+                    self._flush([it])
+
+    def _loop(self) -> None:
         stop = False
         last_poll = last_ckpt = time.monotonic()
         ckpt_conn = connect(self.store.path)   # its own connection: a checkpoint never holds the writers' lock
@@ -548,7 +565,7 @@ class LedgerWriter:
                 self.rows_written += n
                 self.commits += 1
                 break
-            except sqlite3.Error as e:  # busy beyond busy_timeout, disk full...
+            except Exception as e:  # busy beyond busy_timeout, disk full, a bad row...
                 self.errors += 1
                 if self.on_error:
                     self.on_error(e)
