@@ -158,7 +158,8 @@ class AccessController:
         self._reload_keys()
         self._load_spent()
         self.writer = LedgerWriter(store, audit_sink=self._audit.write_lines if self._audit else None,
-                                   on_external_change=self._reload_keys, poll_s=poll_s)
+                                   on_external_change=self._reload_keys, poll_s=poll_s,
+                                   keep_days=settings.ledger_keep_days, clock=clock)
         if start_writer:
             self.writer.start()
 

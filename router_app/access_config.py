@@ -7,6 +7,7 @@ These are fields of ``RouterConfig`` (router_app/config.py imports them):
     log_prompts: false    # audit lines carry prompt text only when true
     audit_log: {max_bytes: 52428800, keep: 5}
     default_reserve_tokens: 1024   # reserved for the answer when a request sets no max_tokens
+    ledger_keep_days: 400          # ledger rows older than this are pruned (null: never)
     prices:               # cost-equivalent per route, USD per million tokens
       brain: {input_per_mtok: 3.0, output_per_mtok: 15.0}
     structured:
@@ -52,6 +53,7 @@ class AccessSettings(_Strict):
     log_prompts: bool = False
     audit_log: AuditLog = Field(default_factory=AuditLog)
     default_reserve_tokens: int = Field(1024, ge=0)
+    ledger_keep_days: Optional[int] = Field(400, ge=62)   # null: keep every row; >= 62 keeps month budgets exact
     prices: dict[str, Price] = Field(default_factory=dict)
     structured: Structured = Field(default_factory=Structured)
 

@@ -149,6 +149,7 @@ class RouterConfig(BaseModel):
     log_prompts: bool = False
     audit_log: AuditLog = Field(default_factory=AuditLog)
     default_reserve_tokens: int = Field(1024, ge=0)
+    ledger_keep_days: Optional[int] = Field(400, ge=62)
     prices: dict[str, Price] = Field(default_factory=dict)
     structured: Structured = Field(default_factory=Structured)
 

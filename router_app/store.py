@@ -378,6 +378,17 @@ class Store:
             for a, r, n, p, c, t in rows
         ]
 
+    def prune(self, before_ts: float, chunk: int = 5000) -> int:
+        """Delete ledger rows older than before_ts, a chunk per transaction."""
+        total = 0
+        while True:
+            n = self._tx(lambda c: c.execute(
+                "DELETE FROM usage WHERE id IN (SELECT id FROM usage WHERE ts < ? LIMIT ?)",
+                (before_ts, chunk)).rowcount)
+            total += n
+            if n < chunk:
+                return total
+
     def count_usage(self) -> int:
         with self._lock:
             return self.conn.execute("SELECT COUNT(*) FROM usage").fetchone()[0]
@@ -425,6 +436,8 @@ class LedgerWriter:
     def __init__(self, store: Store, *, audit_sink: Optional[Callable[[list[bytes]], None]] = None,
                  on_external_change: Optional[Callable[[], None]] = None,
                  poll_s: float = 0.5, max_batch: int = 2048, checkpoint_s: float = 1.0,
+                 keep_days: Optional[int] = None, prune_every_s: float = 3600.0,
+                 clock: Callable[[], float] = time.time,
                  on_error: Optional[Callable[[BaseException], None]] = None):
         self.store = store
         self.audit_sink = audit_sink
@@ -443,6 +456,10 @@ class LedgerWriter:
         self._busy = False
         self.inline_commits = 0
         self.checkpoint_s = checkpoint_s
+        self.keep_days = keep_days
+        self.prune_every_s = prune_every_s
+        self._clock = clock
+        self.pruned = 0
         self._ckpt_rows = 0
         with store._lock:
             store.conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -519,6 +536,7 @@ class LedgerWriter:
     def _loop(self) -> None:
         stop = False
         last_poll = last_ckpt = time.monotonic()
+        last_prune = last_poll - self.prune_every_s   # once at start, then every prune_every_s
         ckpt_conn = connect(self.store.path)   # its own connection: a checkpoint never holds the writers' lock
         while not stop:
             try:
@@ -549,6 +567,14 @@ class LedgerWriter:
             if now - last_poll >= self.poll_s or first is False:
                 last_poll = now
                 self._poll()
+            if self.keep_days and now - last_prune >= self.prune_every_s:
+                last_prune = now
+                try:
+                    self.pruned += self.store.prune(self._clock() - self.keep_days * 86400.0)
+                except Exception as e:
+                    self.errors += 1
+                    if self.on_error:
+                        self.on_error(e)
             if now - last_ckpt >= self.checkpoint_s:
                 last_ckpt = now
                 if self.rows_written != self._ckpt_rows:

@@ -149,3 +149,18 @@ def test_rotating_jsonl(tmp_path):
     assert files == ["a.jsonl", "a.jsonl.1", "a.jsonl.2"]
     for f in files:
         assert os.path.getsize(tmp_path / f) <= 1024
+
+
+def test_ledger_retention(tmp_path):
+    st = Store(str(tmp_path / "s.db"))
+    now = time.time()
+    st.insert_usage([_row(f"old{i}", ts=now - 500 * 86400) for i in range(7)] + [_row("new", ts=now)])
+    assert st.prune(now - 400 * 86400, chunk=3) == 7
+    assert st.count_usage() == 1
+    st.insert_usage([_row("old-again", ts=now - 500 * 86400)])
+    w = LedgerWriter(st, keep_days=400, poll_s=0.05).start()   # prunes once at start
+    deadline = time.time() + 5
+    while st.count_usage() != 1 and time.time() < deadline:
+        time.sleep(0.02)
+    w.stop()
+    assert st.count_usage() == 1 and w.pruned == 1
