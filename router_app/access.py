@@ -257,14 +257,7 @@ class AccessController:
             return
         allowed = ", ".join(sorted(principal.allowed_routes)) or "none"
         raise ApiError(403, f"The key for app '{principal.app}' may not use route '{route}' "
-                            f"(allowed routes: {allowed}).", "permission_error", "route_not_allowed")
-
-    def forbidden_auto(self, principal: Optional[Principal], bucket: str) -> ApiError:
-        """The error for an auto-routed request with no allowed route left."""
-        app = principal.app if principal else None
-        allowed = ", ".join(sorted(principal.allowed_routes or ())) if principal else ""
-        return ApiError(403, f"No route allowed for app '{app}' can serve bucket '{bucket}' "
-                             f"(allowed routes: {allowed or 'none'}).", "permission_error", "no_allowed_route")
+                            f"(allowed routes: {allowed}).", "permission_error", "route_forbidden")
 
     def _roll(self, now: float) -> None:
         if now >= self._day_end:
