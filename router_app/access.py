@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
 import orjson
@@ -561,11 +561,6 @@ class AccessController:
 def build(cfg: Any) -> AccessController:
     """Entry point used by the core (router_app.api.build_access)."""
     return AccessController.from_config(cfg)
-
-
-def _set_done(fut: "asyncio.Future") -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _esc(v: str) -> str:

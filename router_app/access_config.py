@@ -77,22 +77,6 @@ def settings_from(cfg: Any) -> AccessSettings:
     return AccessSettings.model_validate(data)
 
 
-def semantic_errors(cfg: Any) -> list[tuple[str, str]]:
-    """(yaml path, reason) for access keys naming unknown routes."""
-    out: list[tuple[str, str]] = []
-    try:
-        s = settings_from(cfg)
-    except Exception as e:  # schema problems are reported by the schema pass
-        return [("<access>", str(e))]
-    routes = getattr(cfg, "routes", {}) or {}
-    for r in s.prices:
-        if r not in routes:
-            out.append((f"prices.{r}", f"unknown route '{r}'"))
-    if s.structured.escalate_to and s.structured.escalate_to not in routes:
-        out.append(("structured.escalate_to", f"unknown route '{s.structured.escalate_to}'"))
-    return out
-
-
 def resolve_store_path(s: AccessSettings, cfg: Any) -> str:
     """Relative store paths are relative to the config file's directory."""
     import os
