@@ -142,3 +142,10 @@ def test_parent_refuses_addresses_outside_the_allowlist(host):
     except (urllib.error.URLError, ConnectionError, OSError):
         status = None
     assert status != 200
+
+
+def test_logs_with_the_key_are_not_world_readable(host):
+    """Netdata's access.log records the API key of every stream connection."""
+    d = host.file("/var/log/netdata")
+    assert d.is_directory
+    assert d.mode & 0o007 == 0
