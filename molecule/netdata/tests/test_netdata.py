@@ -121,6 +121,7 @@ def test_gpu_collector_on_gpu_node(host):
     if _name(host) != CHILD:
         pytest.skip("the child is in gpu_nodes in this scenario")
     assert host.package("netdata-plugins-python").is_installed
+    assert host.file("/usr/lib/netdata/python.d/nvidia_smi.chart.py").exists
     assert "nvidia_smi: yes" in host.file("/etc/netdata/python.d.conf").content_string
 
 
