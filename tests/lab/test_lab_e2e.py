@@ -133,9 +133,19 @@ def test_rerun_reports_no_changes(lab):
     print(f"warm `lab.py up`: {took:.1f}s")
 
 
-def test_models_lists_routes(client):
+def test_models_lists_every_engine_and_alias(lab, client):
     ids = {m.id for m in client.models.list().data}
-    assert "homelab/auto" in ids or ids, ids
+    inv = lab["lab"]
+    engines = [e for h in inv.hosts for e in inv.hostvars[h].get("engines") or []]
+    assert "homelab/auto" in ids
+    for e in engines:
+        assert e["served_name"] in ids, (e["served_name"], ids)
+        assert set(e.get("aliases") or []) <= ids, (e["aliases"], ids)
+
+
+def test_explicit_alias_pins_the_route(client):
+    headers, _ = chat(client, CHAT, model="homelab/code")
+    assert route_of(headers) == "hands"
 
 
 def test_coding_prompt_lands_on_coding_node(client):
@@ -162,21 +172,30 @@ def test_streaming_through_caddy(client):
 
 
 def test_image_request_goes_to_vision_node_and_engine_answer_passes_through(client):
-    """The image bucket wins; a tiny text-only engine may refuse the image, and that 4xx must
-    reach the client as the engine sent it (no failover to a blind route)."""
+    """The image part picks the vision-capable route (brain), whatever the words say. The tiny text
+    model has no vision projector and refuses the image: that refusal must reach the client as the
+    engine's own error (a 4xx, route brain) - not a failover to a blind route, and not a 503."""
     import openai
-    content = [{"type": "text", "text": "What is in this picture?"},
+    content = [{"type": "text", "text": "Hello, what is in this picture?"},
                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_1PX}"}}]
     try:
         raw = client.chat.completions.with_raw_response.create(
             model="homelab/auto", max_tokens=8, messages=[{"role": "user", "content": content}])
     except openai.APIStatusError as err:
-        assert 400 <= err.status_code < 500, f"expected the engine's 4xx, got {err.status_code}: {err.body}"
-        assert err.response.headers.get(ROUTE_HEADER) == "brain", dict(err.response.headers)
+        headers = err.response.headers
+        assert headers.get(ROUTE_HEADER) == "brain", dict(headers)          # never a blind route
+        assert headers.get("x-homelab-bucket") == "vision", dict(headers)
+        assert 400 <= err.status_code < 500, (
+            f"the engine's refusal of the image should reach the client as a 4xx, got "
+            f"{err.status_code}: {err.body} (llama-server without --mmproj answers 500 "
+            f"'image input is not supported'; the router must not turn that into a route failure)")
         body = err.response.json()
-        assert "error" in body and body["error"].get("message"), body
+        assert "image" in json.dumps(body).lower(), body
     else:
         assert route_of(raw.headers) == "brain"
+    finally:
+        # A 5xx would have marked brain down: let the next tests start from a healthy lab.
+        wait_until(lambda: _route_ok(client, "brain"), timeout=60, what="brain routable again")
 
 
 def test_embeddings_on_embedding_node(client):
