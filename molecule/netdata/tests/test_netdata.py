@@ -6,6 +6,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+import testinfra
 
 PARENT = "mol-netdata-parent"
 CHILD = "mol-netdata-child"
@@ -150,3 +151,29 @@ def test_logs_with_the_key_are_not_world_readable(host):
     d = host.file("/var/log/netdata")
     assert d.is_directory
     assert d.mode & 0o007 == 0
+
+
+def test_parent_refuses_a_child_with_another_key(host):
+    """Swap the child's key for another UUID: the parent must refuse it; then restore it."""
+    if _name(host) != PARENT:
+        pytest.skip("parent only")
+    child = testinfra.get_host(f"podman://{CHILD}")
+    wrong = "00000000-1111-2222-3333-444444444444"
+    child.check_output("cp -p /etc/netdata/stream.conf /root/stream.conf.keep")
+    try:
+        child.check_output(f"sed -i 's/^\\( *api key = \\).*/\\1{wrong}/' /etc/netdata/stream.conf")
+        child.check_output("systemctl restart netdata")
+        denied = ""
+        for _ in range(30):
+            denied = host.run("grep -F %s /var/log/netdata/access.log", wrong).stdout
+            if "DENIED" in denied:
+                break
+            time.sleep(2)
+        assert "DENIED" in denied
+    finally:
+        child.check_output("cp -p /root/stream.conf.keep /etc/netdata/stream.conf && systemctl restart netdata")
+    # With the right key back, the child is mirrored and reachable again.
+    out = _get(host, "/api/v1/info", retries=45, delay=2,
+               want=lambda s: any(h["hostname"] == CHILD and h["reachable"]
+                                  for h in json.loads(s).get("mirrored_hosts_status", [])))
+    assert any(h["hostname"] == CHILD and h["reachable"] for h in json.loads(out)["mirrored_hosts_status"])
