@@ -61,6 +61,22 @@ class RouterServer:
     def call(self, coro, timeout=10):
         return asyncio.run_coroutine_threadsafe(coro, self.app.loop).result(timeout)
 
+    def sync(self):
+        """Return once the router's event loop has finished the step it is in.
+
+        A /v1 handler accounts for a call (decision line, metrics, audit line, releasing the key's reservation) in
+        the same event-loop step that sent the response's last bytes: there is no await in between. So the next
+        request the router serves always sees that accounting, but a test thread that reads the log or the store
+        directly can run while the router thread is between the last send and the write. A no-op queued on the
+        loop after the client has read the response runs only after that step."""
+        async def noop():
+            return None
+        self.call(noop())
+
+    def flush_logs(self):
+        self.sync()
+        self.app.logs.flush()
+
     def probe(self):
         """Run one round of active health checks now."""
         self.call(self.app.health.check_all())

@@ -113,7 +113,7 @@ def test_decision_log_has_no_prompt_text(router, client):
     secret = "refactor the purple-elephant-7731 module"
     chat(client, secret)
     chat(client, "tell me about pizza", stream=True)
-    router.app.logs.flush()
+    router.flush_logs()
     path = os.path.join(router.app.runtime.config.log_dir, "router-decisions.jsonl")
     lines = [json.loads(x) for x in open(path)]
     assert "purple-elephant" not in open(path).read()
