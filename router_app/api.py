@@ -1,7 +1,9 @@
-"""HTTP surface: the OpenAI-compatible /v1 endpoints and the admin/observability endpoints.
+"""HTTP surface: the OpenAI-compatible /v1 endpoints (raw ASGI) in front of the operational endpoints (FastAPI).
 
-A plain ASGI application (served by uvicorn with uvloop + httptools): the request path parses with orjson, does light
-checks, and forwards with one shared aiohttp session. Pydantic is only used when a config is loaded.
+`RouterApp` is the ASGI application uvicorn serves (uvloop + httptools). It routes by path prefix: /v1/* goes to
+plain ASGI handlers here, which parse with orjson, do light checks and forward with one shared aiohttp session, with
+no framework routing and no pydantic per request; every other path goes to the FastAPI app of router_app/ops.py
+(/healthz, /metrics, /stats, /admin/*, /openapi.json). Lifespan is handled here once, for both.
 
 Every /v1 response carries x-homelab-route, x-homelab-bucket, x-homelab-reason, x-homelab-overhead-ms and
 x-request-id. Errors are OpenAI-shaped: {"error": {"message", "type", "param", "code"}}.
@@ -88,14 +90,12 @@ class RouterApp:
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}{int(time.time()) & 0xffff:04x}"
         self.started = False
-        self.get_routes = {
-            "/v1/models": self.models, "/healthz": self.healthz, "/metrics": self.prom, "/stats": self.stats,
-            "/admin/upstreams": self.admin_upstreams, "/admin/keys": self.admin_keys,
-        }
-        self.post_routes = {
+        self.v1_post = {
             "/v1/chat/completions": self.chat, "/v1/completions": self.completions,
-            "/v1/embeddings": self.embeddings, "/admin/reload-config": self.admin_reload,
+            "/v1/embeddings": self.embeddings,
         }
+        from .ops import build_ops_app     # here: `explain` and `check-config` never import FastAPI
+        self.ops = build_ops_app(self)     # everything outside /v1/
 
     # ================================================================================= lifecycle
     @property
@@ -175,41 +175,44 @@ class RouterApp:
 
     # ================================================================================= ASGI
     async def __call__(self, scope, receive, send):
-        typ = scope["type"]
-        if typ == "http":
-            method = scope["method"]
+        if scope["type"] == "http":
             path = scope["path"]
-            h = None
-            if method == "POST":
-                h = self.post_routes.get(path)
-                if h is None and path.startswith("/admin/"):
-                    if path.startswith("/admin/drain/"):
-                        return await self.admin_drain(scope, receive, send, path[13:], True)
-                    if path.startswith("/admin/undrain/"):
-                        return await self.admin_drain(scope, receive, send, path[15:], False)
-            elif method in ("GET", "HEAD"):
-                h = self.get_routes.get(path)
-                if h is None and path.startswith("/v1/models/"):
-                    return await self.models(scope, receive, send, path[11:])
-            if h is None:
-                known = path in self.get_routes or path in self.post_routes or path.startswith("/admin/")
-                err = ApiError(405 if known else 404, f"{method} {path} is not served here", code=(
-                    "method_not_allowed" if known else "not_found"))
-                return await self._send_error(send, err)
-            return await h(scope, receive, send)
-        if typ == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    try:
-                        await self.startup()
-                        await send({"type": "lifespan.startup.complete"})
-                    except Exception as exc:  # pragma: no cover
-                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                elif msg["type"] == "lifespan.shutdown":
-                    await self.shutdown()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            if path.startswith("/v1/"):     # the hot path: a dict lookup, no framework
+                method = scope["method"]
+                if method == "POST":
+                    h = self.v1_post.get(path)
+                    if h is not None:
+                        return await h(scope, receive, send)
+                elif method == "GET" or method == "HEAD":
+                    if path == "/v1/models":
+                        return await self.models(scope, receive, send)
+                    if path.startswith("/v1/models/"):
+                        return await self.models(scope, receive, send, path[11:])
+                known = path == "/v1/models" or path in self.v1_post
+                return await self._send_error(send, ApiError(
+                    405 if known else 404, f"{method} {path} is not served here",
+                    code="method_not_allowed" if known else "not_found"))
+            if scope["method"] == "HEAD":   # HEAD is GET without the body: the server drops it (its scope says HEAD)
+                scope = dict(scope, method="GET")
+            return await self.ops(scope, receive, send)
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        return await self.ops(scope, receive, send)     # websocket: FastAPI closes it
+
+    async def _lifespan(self, receive, send):
+        """Starts and stops the RouterApp once; the FastAPI app holds no state of its own to start."""
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                    await send({"type": "lifespan.startup.complete"})
+                except Exception as exc:  # pragma: no cover
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     # ================================================================================= helpers
     @staticmethod
@@ -276,7 +279,8 @@ class RouterApp:
                 if k == b"authorization":
                     auth = v.decode("latin-1")
                     break
-            if not auth or not auth.startswith("Bearer ") or not hmac.compare_digest(auth[7:].strip(), key):
+            if not auth or not auth.startswith("Bearer ") \
+                    or not hmac.compare_digest(auth[7:].strip().encode(), key.encode()):
                 raise ApiError(401, "admin endpoints need Authorization: Bearer <admin key>",
                                type="authentication_error", code="invalid_admin_key")
         else:
@@ -616,69 +620,16 @@ class RouterApp:
                 return await self._send_json(send, 200, m)
         await self._send_error(send, ApiError(404, f"model '{one}' is not served here", code="model_not_found"))
 
-    async def healthz(self, scope, receive, send):
-        await self._send(send, 200, b'{"status":"ok"}')
-
-    async def prom(self, scope, receive, send):
-        text = self.metrics.render(self.runtime.states)
-        extra = getattr(self.access, "render_metrics", None)   # per-app series (labels app, route)
-        if extra:
-            text += extra()
-        await self._send(send, 200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
-
-    async def admin_keys(self, scope, receive, send):
-        try:
-            self._is_admin(scope)
-        except ApiError as err:
-            return await self._send_error(send, err)
-        rep = getattr(self.access, "keys_report", None)
-        st = getattr(self.access, "status", None)
-        await self._send_json(send, 200, {"access": st() if st else {"auth": "off"},
-                                          "keys": rep() if rep else []})
-
-    async def stats(self, scope, receive, send):
-        s = self.metrics.as_json(self.runtime.states)
-        s["config_generation"] = self.runtime.generation
-        await self._send_json(send, 200, s)
-
-    async def admin_upstreams(self, scope, receive, send):
-        try:
-            self._is_admin(scope)
-        except ApiError as err:
-            return await self._send_error(send, err)
+    def set_drained(self, route: str, drain: bool) -> dict:
+        """POST /admin/drain|undrain/{route}: ApiError(404) for an unknown route."""
         rt = self.runtime
-        await self._send_json(send, 200, {"routes": {n: s.snapshot() for n, s in rt.states.items()},
-                                          "config_generation": rt.generation})
-
-    async def admin_drain(self, scope, receive, send, route: str, drain: bool):
-        try:
-            self._is_admin(scope)
-            rt = self.runtime
-            st = rt.states.get(route)
-            if st is None:
-                raise ApiError(404, f"unknown route '{route}'; routes: {', '.join(rt.states)}",
-                               code="unknown_route")
-            st.drained = drain
-            rt.refresh_drained()
-        except ApiError as err:
-            return await self._send_error(send, err)
+        st = rt.states.get(route)
+        if st is None:
+            raise ApiError(404, f"unknown route '{route}'; routes: {', '.join(rt.states)}", code="unknown_route")
+        st.drained = drain
+        rt.refresh_drained()
         self.logs.events.write({"ts": now_iso(), "event": "drain" if drain else "undrain", "route": route})
-        await self._send_json(send, 200, {"route": route, "drained": drain})
-
-    async def admin_reload(self, scope, receive, send):
-        try:
-            self._is_admin(scope)
-        except ApiError as err:
-            return await self._send_error(send, err)
-        ok, errors = await self.reload()
-        if ok:
-            await self._send_json(send, 200, {"status": "reloaded", "generation": self.runtime.generation,
-                                              "routes": list(self.runtime.states)})
-        else:
-            msg = "config refused; the previous policy keeps serving: " + "; ".join(str(e) for e in errors)
-            await self._send_json(send, 422, {"error": {"message": msg, "type": "invalid_request_error",
-                                                        "param": None, "code": "config_invalid"},
-                                              "errors": [{"path": e.path, "message": e.message} for e in errors]})
+        return {"route": route, "drained": drain}
 
 
 def create_app(config_path: Optional[str] = None, config: Optional[RouterConfig] = None,
