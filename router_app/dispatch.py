@@ -72,6 +72,18 @@ def route_error(status: int, message: str, code: str, route: str, reason: str, h
     return err
 
 
+def _move_on(counter, hops: list, route: str, event: str, nxt: Optional[str], reason: str, what: str, code: str,
+             retry_after: int) -> str:
+    """Leaves `route` (a spill or a failover): records the hop and the move, and returns the next route, or raises
+    the 503 when there is none."""
+    hops.append({"route": route, "event": event})
+    counter.inc((route, nxt or "503"))
+    if nxt is None:
+        raise route_error(503, f"route '{route}' {what} and no fallback can take this request", code, route, reason,
+                          hops, retry_after)
+    return nxt
+
+
 def next_route(rt: Runtime, start: str, kind: str, has_image: bool, allowed: Optional[frozenset],
                visited: set) -> Optional[str]:
     """The next usable route after `start` for a spill or a failover (skipping blind/drained/forbidden/visited)."""
@@ -118,13 +130,9 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
         # ---- known down: straight to the failover
         if not st.healthy:
             nxt = next_route(rt, route, "failover", has_image, allowed, visited) if fallback else None
-            hops.append({"route": route, "event": "down"})
-            metrics.failovers.inc((route, nxt or "503"))
             reason = f"{route}_down"
-            if nxt is None:
-                raise route_error(503, f"route '{route}' is unavailable and no fallback can take this request",
-                                  "route_unavailable", route, reason, hops, retry_after)
-            route = nxt
+            route = _move_on(metrics.failovers, hops, route, "down", nxt, reason, "is unavailable",
+                             "route_unavailable", retry_after)
             continue
         # ---- capacity
         if not st.try_acquire():
@@ -135,14 +143,10 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
                 queue_s += perf() - tq
             if not ok:
                 nxt = next_route(rt, route, "spill", has_image, allowed, visited) if fallback else None
-                hops.append({"route": route, "event": "saturated"})
-                metrics.spills.inc((route, nxt or "503"))
                 reason = f"{route}_saturated"
-                if nxt is None:
-                    raise route_error(503, f"route '{route}' is busy (all {st.max_concurrency} slots in use) and no "
-                                           f"fallback can take this request", "route_busy", route, reason, hops,
-                                      1 if st.max_queue == 0 else retry_after)
-                route = nxt
+                route = _move_on(metrics.spills, hops, route, "saturated", nxt, reason,
+                                 f"is busy (all {st.max_concurrency} slots in use)", "route_busy",
+                                 1 if st.max_queue == 0 else retry_after)
                 continue
         # ---- send (we hold a slot on `st`)
         data = build_body(st)
@@ -208,10 +212,6 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
         nxt = next_route(rt, route, "failover", has_image, allowed, visited) if fallback else None
         logs.failures.write({"ts": now_iso(), "id": req_id, "route": route, "kind": kind, **detail,
                              "elapsed_ms": round((perf() - t_up) * 1000, 2), "failover_to": nxt})
-        hops.append({"route": route, "event": kind})
-        metrics.failovers.inc((route, nxt or "503"))
         reason = f"{route}_down"
-        if nxt is None:
-            raise route_error(503, f"route '{route}' failed ({kind}) and no fallback can take this request",
-                              "route_unavailable", route, reason, hops, retry_after)
-        route = nxt
+        route = _move_on(metrics.failovers, hops, route, kind, nxt, reason, f"failed ({kind})", "route_unavailable",
+                         retry_after)

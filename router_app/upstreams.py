@@ -72,19 +72,15 @@ class RouteState:
         try:
             await asyncio.wait_for(asyncio.shield(fut), self.queue_timeout_s)
             return True
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
             if fut.done() and not fut.cancelled():
                 # the slot was handed to us at the last moment: give it back
                 self.release()
             else:
                 fut.cancel()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             return False
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()
-            else:
-                fut.cancel()
-            raise
         finally:
             try:
                 self._waiters.remove(fut)

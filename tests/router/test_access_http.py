@@ -13,7 +13,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from conftest import RouterServer, chat, example_dict  # noqa: E402
+from conftest import RouterServer, chat, rig_config  # noqa: E402
 from engine import Engine  # noqa: E402
 
 from router_app.store import Store
@@ -52,17 +52,9 @@ def eng():
 
 
 def access_config(eng, tmp_path, **extra) -> str:
-    cfg = example_dict()
-    for name, r in cfg["routes"].items():
-        r["url"] = eng[name].url
-        r.pop("api_key_env", None)
-        r["connect_timeout_s"] = 2
-        r["first_byte_timeout_s"] = 5
-        r["queue_timeout_s"] = 2
+    cfg = rig_config(eng, tmp_path)
+    for r in cfg["routes"].values():
         r["max_concurrency"] = 64
-    cfg["admin_key_env"] = "TEST_ROUTER_ADMIN_KEY_UNSET"
-    cfg["log_dir"] = str(tmp_path / "logs")
-    cfg["health"] = {"interval_s": 3600, "timeout_s": 1}
     cfg["store_path"] = str(tmp_path / "state" / "router.sqlite3")
     cfg["prices"] = {"brain": {"input_per_mtok": 3.0, "output_per_mtok": 15.0}}
     cfg.update(extra)
@@ -121,6 +113,7 @@ def ledger(r) -> list:
 
 
 def flush(r) -> None:
+    r.sync()          # the last call's accounting step has run (see RouterServer.sync)
     assert r.app.access.flush()
 
 

@@ -92,30 +92,25 @@ def test_eyes_down_fails_over_to_brain_for_text_and_images(make_router, engines)
     engines["eyes"].start()
 
 
-def test_hands_saturated_spills_to_mouth_and_down_fails_to_brain(make_router, engines):
-    router = saturate(make_router, engines, "hands")
-    fut = occupy(router, engines, "hands", "implement it")
+@pytest.mark.parametrize("route,busy,text,bucket,spill_to,break_it", [
+    ("hands", "implement it", "refactor the code", "coding", "mouth", "fail500"),
+    ("mouth", "tell me about it", "tell me about dogs", "general_chat", "brain", "stop"),
+])
+def test_saturated_spills_and_down_fails_to_brain(make_router, engines, route, busy, text, bucket, spill_to,
+                                                  break_it):
+    router = saturate(make_router, engines, route)
+    fut = occupy(router, engines, route, busy)
     with httpx.Client(base_url=router.url, timeout=10) as c:
-        r = chat(c, "refactor the code")
-        assert hdr(r) == ("mouth", "coding", "hands_saturated")
-        engines["hands"].release()
+        r = chat(c, text)
+        assert hdr(r) == (spill_to, bucket, f"{route}_saturated")
+        engines[route].release()
         assert fut.result().status_code == 200
-        engines["hands"].mode = "fail500"
-        r = chat(c, "refactor the code")
-        assert r.status_code == 200 and hdr(r) == ("brain", "coding", "hands_down")
-
-
-def test_mouth_saturated_spills_to_brain_and_down_fails_to_brain(make_router, engines):
-    router = saturate(make_router, engines, "mouth")
-    fut = occupy(router, engines, "mouth", "tell me about it")
-    with httpx.Client(base_url=router.url, timeout=10) as c:
-        r = chat(c, "tell me about dogs")
-        assert hdr(r) == ("brain", "general_chat", "mouth_saturated")
-        engines["mouth"].release()
-        fut.result()
-        engines["mouth"].stop()
-        r = chat(c, "tell me about dogs")
-        assert r.status_code == 200 and hdr(r) == ("brain", "general_chat", "mouth_down")
+        if break_it == "stop":
+            engines[route].stop()           # connection refused
+        else:
+            engines[route].mode = break_it  # a 5xx answer
+        r = chat(c, text)
+        assert r.status_code == 200 and hdr(r) == ("brain", bucket, f"{route}_down")
 
 
 def test_mouth_three_slots_fourth_caller_goes_to_the_fallback(make_router, engines):
@@ -188,7 +183,7 @@ def test_5xx_marks_down_and_active_probe_brings_it_back(make_router, engines):
         assert c.get("/admin/upstreams").json()["routes"]["hands"]["healthy"] is False
         assert hdr(chat(c, "refactor"))[0] == "brain"
     logs = os.path.join(router.app.runtime.config.log_dir, "upstream-failures.jsonl")
-    router.app.logs.flush()
+    router.flush_logs()
     text = open(logs).read()
     assert '"route":"eyes"' in text and '"kind":"http_5xx"' in text and "classify json" not in text
 
@@ -258,13 +253,15 @@ def test_admin_key_required_when_configured(make_router, monkeypatch):
     router = make_router(mutate)
     with httpx.Client(base_url=router.url, timeout=10) as c:
         for method, path in (("GET", "/admin/upstreams"), ("POST", "/admin/drain/eyes"),
-                             ("POST", "/admin/reload-config")):
+                             ("POST", "/admin/reload-config"), ("GET", "/admin/keys")):
             r = c.request(method, path)
             assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
-            r = c.request(method, path, headers={"Authorization": "Bearer wrong"})
-            assert r.status_code == 401
+            for wrong in ("Bearer wrong", "Basic czNjcmV0", "Bearer s3crét".encode()):
+                r = c.request(method, path, headers={"Authorization": wrong})
+                assert r.status_code == 401, (wrong, r.text)
             r = c.request(method, path, headers={"Authorization": "Bearer s3cret"})
             assert r.status_code == 200, r.text
+        assert c.get("/healthz").status_code == 200 and c.get("/openapi.json").status_code == 200
 
 
 def test_admin_without_key_is_loopback_only(router):
