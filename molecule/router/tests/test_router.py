@@ -45,7 +45,11 @@ def test_unit_hardening(host):
     assert "/var/lib/homelab-router" in props["ReadWritePaths"]
     assert "/var/log/homelab-router" in props["ReadWritePaths"]
     assert props["EnvironmentFiles"].startswith("/etc/homelab-router/router.env")
-    assert props["CapabilityBoundingSet"] in ("", "0")
+    # empty capability set: the running process holds no capabilities at all
+    pid = host.check_output("systemctl show -p MainPID --value homelab-router")
+    status = host.file(f"/proc/{pid}/status").content_string
+    caps = {k: v.strip() for k, _, v in (line.partition(":") for line in status.splitlines()) if k.startswith("Cap")}
+    assert int(caps["CapEff"], 16) == 0 and int(caps["CapBnd"], 16) == 0, caps
 
 
 def test_files_and_modes(host):
