@@ -86,12 +86,19 @@ class RouterServer:
         self.thread.join(10)
 
 
+def engine_rig(cls=Engine):
+    """One engine per route of the example rig (a generator for fixtures: yields them, then closes them)."""
+    es = {name: cls(name, model) for name, model in MODELS.items()}
+    try:
+        yield es
+    finally:
+        for e in es.values():
+            e.close()
+
+
 @pytest.fixture(scope="session")
 def engines():
-    es = {name: Engine(name, model) for name, model in MODELS.items()}
-    yield es
-    for e in es.values():
-        e.close()
+    yield from engine_rig()
 
 
 @pytest.fixture

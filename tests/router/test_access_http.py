@@ -13,13 +13,10 @@ import pytest
 import yaml
 from aiohttp import web
 
-from conftest import RouterServer, chat, rig_config  # noqa: E402
+from conftest import MODELS, RouterServer, chat, engine_rig, rig_config  # noqa: E402
 from engine import Engine  # noqa: E402
 
 from router_app.store import Store
-
-MODELS = {"eyes": "qwen2.5-vl-7b-router-awq", "hands": "glm-4.5-air-awq", "brain": "qwen3.6-35b-a3b-fp8",
-          "mouth": "gemma-4-31b"}
 
 
 class ScriptedEngine(Engine):
@@ -45,10 +42,7 @@ class ScriptedEngine(Engine):
 
 @pytest.fixture(scope="module")
 def eng():
-    es = {name: ScriptedEngine(name, model) for name, model in MODELS.items()}
-    yield es
-    for e in es.values():
-        e.close()
+    yield from engine_rig(ScriptedEngine)
 
 
 def access_config(eng, tmp_path, **extra) -> str:
