@@ -265,11 +265,12 @@ def phase_hosts(lab: Lab) -> None:
 def phase_models(lab: Lab) -> None:
     """Generate the tiny GGUF models the engines serve (deterministic, no download)."""
     t = time.monotonic()
-    gen = REPO / "tests" / "fixtures" / "make_tiny_gguf.py"
-    if not gen.is_file():
-        raise LabError(f"missing {gen} (the tiny model generator)")
     made, kept = [], []
     for spec in lab.get("lab_models"):
+        # Each entry names its generator: the text model (default) or the vision projector.
+        gen = REPO / "tests" / "fixtures" / spec.get("script", "make_tiny_gguf.py")
+        if not gen.is_file():
+            raise LabError(f"missing {gen} (a tiny model generator)")
         out = REPO / spec["path"]
         if out.is_file() and out.stat().st_size > 0:
             kept.append(out.name)

@@ -191,24 +191,40 @@ def _send_image(client):
 
 def test_image_request_goes_to_vision_node(client):
     """The image part picks the vision bucket and the vision-capable route (brain), whatever the
-    words say (the text alone would be a chat prompt for mouth); never a blind route."""
+    words say (the text alone would be a chat prompt for mouth); the brain's llama-server has a
+    multimodal projector (--mmproj), so it really takes the image and answers."""
     status, headers, body = _send_image(client)
-    assert headers.get("x-homelab-bucket") == "vision", (status, dict(headers), body)
-    assert headers.get(ROUTE_HEADER) == "brain", (status, dict(headers), body)
-
-
-@pytest.mark.xfail(reason="llama-server without --mmproj refuses an image with HTTP 500 "
-                          "'image input is not supported' (type server_error); the router treats any "
-                          "5xx as an engine failure (marks brain down, 503 on a terminal route) instead "
-                          "of passing the refusal through", strict=False)
-def test_engine_refusal_of_image_reaches_client_unchanged(client):
-    """A tiny text model refuses the image: that refusal must reach the client as the engine's own
-    error (a 4xx naming the image), not as a failover and not as a 503."""
-    status, headers, body = _send_image(client)
+    assert status == 200, (status, dict(headers), body)
+    assert headers.get("x-homelab-bucket") == "vision", dict(headers)
     assert headers.get(ROUTE_HEADER) == "brain", dict(headers)
-    assert status == 200 or 400 <= status < 500, (status, body)
-    if status != 200:
-        assert "image" in json.dumps(body).lower(), body
+    assert body["choices"][0]["message"]["content"], body
+
+
+def test_image_pinned_to_blind_route_is_refused_by_router(client):
+    """An image pinned to a route that cannot see gets the router's 400 naming the routes that can,
+    and never reaches the blind engine."""
+    import openai
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="homelab/chat", max_tokens=8,
+                                       messages=[{"role": "user", "content": IMAGE_CONTENT}])
+    text = json.dumps(err.value.response.json())
+    assert "brain" in text, text
+
+
+def test_engine_4xx_reaches_client_unchanged(client):
+    """A request the engine itself rejects (a prompt over hands' 8k context) comes back as the
+    engine's own 4xx from the route that was chosen: no failover, no 503."""
+    import openai
+    prompt = "please refactor this code " * 4000           # ~16k tokens for the tiny tokenizer
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="homelab/auto", max_tokens=8,
+                                       messages=[{"role": "user", "content": prompt}])
+    assert route_of(err.value.response.headers) == "hands", dict(err.value.response.headers)
+    body = err.value.response.json()
+    assert "context" in json.dumps(body).lower(), body
+    # The route stays healthy: a 4xx is the client's answer, not an engine failure.
+    headers, completion = chat(client, CODING)
+    assert route_of(headers) == "hands"
 
 
 def test_embeddings_on_embedding_node(client):
