@@ -25,11 +25,24 @@ CODING = "Refactor this Python function and add a pytest for it: def f(x): retur
 CHAT = "Hello there, how are you today?"
 REASONING = "Review the architecture trade-off and the risk in this plan."
 
-# A 1x1 PNG, inline: the vision bucket is chosen by the image part, whatever the words say.
-PNG_1PX = base64.b64encode(bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2d7"
-    "a8c60000000049454e44ae426082")).decode()
+
+def _png(width: int = 32, height: int = 24) -> bytes:
+    """A small RGB gradient PNG built with zlib (no imaging library), valid CRCs."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    rows = b"".join(
+        b"\x00" + b"".join(bytes((x * 7 % 256, y * 11 % 256, (x + y) * 5 % 256)) for x in range(width))
+        for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+PNG_SMALL = base64.b64encode(_png()).decode()
 
 
 def chat(client, prompt, *, model="homelab/auto", max_tokens=8, **kw):
@@ -172,7 +185,7 @@ def test_streaming_through_caddy(client):
 
 
 IMAGE_CONTENT = [{"type": "text", "text": "Hello, what is in this picture?"},
-                 {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_1PX}"}}]
+                 {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_SMALL}"}}]
 
 
 def _send_image(client):
