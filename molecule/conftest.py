@@ -1,4 +1,5 @@
-"""Run the checks through `podman exec` instead of one ansible call per command.
+"""Shared by every scenario's testinfra tests: run the checks through `podman exec` instead of one
+ansible call per command.
 
 Molecule hands testinfra ansible:// hosts; each command through that backend costs an
 ansible-playbook start. The containers are local podman containers with the same names,
