@@ -6,10 +6,11 @@
     lab.py status  # containers and the endpoint
     lab.py info    # print the endpoint, key, CA and examples again
 
-The hosts come from inventory/lab (the single source of truth): every inventory host with
-`ansible_connection: containers.podman.podman` becomes a systemd container on a dedicated podman
-network, at its `homelab_address`. Then the very same `site.yml` that runs against real machines
-converges them. State that must not be committed (secrets, the lab's API key, Caddy's root CA,
+The lab is the example site: inventory/example with the small overlay inventory/lab (addresses,
+connection, engine runtimes and tiny models, hardware facts, secrets). Every host of it except the
+firewall becomes a systemd container (sshd inside) on a dedicated podman network at its
+`homelab_address`; the OPNsense and Proxmox APIs are emulators on loopback (lab_services.py). Then
+`ansible-playbook -i inventory/example -i inventory/lab site.yml` converges every layer over SSH. State that must not be committed (secrets, the lab's API key, Caddy's root CA,
 generated models) lives in `.lab/` (git-ignored, 0700/0600).
 
 Standard library only (plus PyYAML, which Ansible brings), so it runs from the project venv.
@@ -33,9 +34,12 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-INVENTORY = REPO / "inventory" / "lab"
+INVENTORIES = [REPO / "inventory" / "example", REPO / "inventory" / "lab"]
+LAB_IMAGE = os.environ.get("HOMELAB_LAB_IMAGE", "localhost/homelab-lab-debian12:latest")
 STATE = Path(os.environ.get("LAB_STATE_DIR", REPO / ".lab"))
+SSH_KEY = STATE / "ssh" / "id_ed25519"
 IMAGE = os.environ.get("HOMELAB_IMAGE", "localhost/homelab-debian12:latest")
+HERE = Path(__file__).resolve().parent
 LABEL = "io.homelab-ai.lab=1"
 VENV_BIN = Path(sys.executable).parent
 
@@ -108,67 +112,67 @@ def write_private(path: Path, text: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# the inventory
-
-
-def _load_yaml_tree(path: Path) -> dict:
-    """group_vars/<name>.yml or group_vars/<name>/*.yml, merged shallowly."""
-    data: dict = {}
-    if path.is_dir():
-        for f in sorted(path.iterdir()):
-            if f.suffix in (".yml", ".yaml"):
-                data.update(yaml.safe_load(f.read_text()) or {})
-    else:
-        for cand in (path.with_suffix(".yml"), path.with_suffix(".yaml"), path):
-            if cand.is_file():
-                data.update(yaml.safe_load(cand.read_text()) or {})
-                break
-    return data
+# the inventory: inventory/example with the lab overlay, as Ansible itself merges it
 
 
 class Lab:
-    """What the lab inventory says, read without templating (plain YAML)."""
+    """The example site as the lab runs it: `ansible-inventory -i inventory/example -i inventory/lab --list`
+    (variables merged by Ansible's own precedence, not templated). Every host outside group `firewall` is a
+    container; the firewall and the Proxmox API are emulators on loopback (lab_services.py)."""
 
-    def __init__(self) -> None:
-        hosts_file = INVENTORY / "hosts.yml"
-        if not hosts_file.is_file():
-            raise LabError(f"missing {hosts_file}")
-        tree = yaml.safe_load(hosts_file.read_text()) or {}
+    def __init__(self, inventories: list[Path] | None = None) -> None:
+        self.inventories = inventories or INVENTORIES
+        for inv in self.inventories:
+            if not (inv / "hosts.yml").is_file():
+                raise LabError(f"missing {inv / 'hosts.yml'}")
+        cmd = [str(VENV_BIN / "ansible-inventory"), "--list"]
+        for inv in self.inventories:
+            cmd += ["-i", str(inv)]
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+        proc = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True, timeout=120)
+        if proc.returncode != 0:
+            raise LabError(f"ansible-inventory failed: {proc.stderr.strip()}")
+        data = json.loads(proc.stdout)
+        self.hostvars: dict[str, dict] = data.get("_meta", {}).get("hostvars", {})
         self.groups: dict[str, set[str]] = {}
-        self.hostvars: dict[str, dict] = {}
-        self._walk("all", tree.get("all", {}))
+        self._walk("all", data)
         self.vars = dict(DEFAULTS)
-        self.vars.update(_load_yaml_tree(INVENTORY / "group_vars" / "all"))
-        for host in self.hostvars:
-            self.hostvars[host].update(_load_yaml_tree(INVENTORY / "host_vars" / host))
+        for hv in self.hostvars.values():          # group `all` variables: every host carries them
+            self.vars.update({k: v for k, v in hv.items() if k.startswith("lab_")})
+            break
 
-    def _walk(self, group: str, node: dict) -> None:
-        members = self.groups.setdefault(group, set())
-        for host, hvars in ((node or {}).get("hosts") or {}).items():
-            self.hostvars.setdefault(host, {}).update(hvars or {})
-            members.add(host)
-        for child, cnode in ((node or {}).get("children") or {}).items():
-            self._walk(child, cnode or {})
-            members |= self.groups[child]
+    def _walk(self, group: str, data: dict) -> set[str]:
+        node = data.get(group, {})
+        members = set(node.get("hosts", []))
+        for child in node.get("children", []):
+            members |= self._walk(child, data)
+        self.groups[group] = members
+        return members
 
     @property
     def hosts(self) -> list[str]:
-        return sorted(h for h, v in self.hostvars.items()
-                      if v.get("ansible_connection", self.vars.get("ansible_connection"))
-                      == "containers.podman.podman")
+        """Inventory hosts that are lab containers (all but the API-driven firewall)."""
+        return sorted(h for h in self.hostvars if h not in self.groups.get("firewall", set()))
 
     def container(self, host: str) -> str:
-        return self.hostvars[host].get("ansible_host", host)
+        return f"{self.vars.get('lab_container_prefix', 'lab-')}{host}"
+
+    def address(self, host: str) -> str:
+        return self.hostvars[host]["homelab_address"]
 
     @property
     def gateway(self) -> str:
         gws = sorted(self.groups.get("gateway", set()))
         if not gws:
-            raise LabError("inventory/lab has no host in group 'gateway'")
+            raise LabError("the inventory has no host in group 'gateway'")
         return gws[0]
 
     def get(self, key: str):
         return self.vars[key]
+
+    def routes(self) -> dict[str, str]:
+        """route -> inventory host serving it."""
+        return {e["route"]: h for h in self.hosts for e in self.hostvars[h].get("engines", []) or []}
 
     @property
     def endpoint(self) -> str:
@@ -181,12 +185,29 @@ class Lab:
 
 def phase_image(lab: Lab) -> None:
     t = time.monotonic()
-    if podman("image", "exists", IMAGE, check=False).returncode == 0:
-        log("image", "ok", f"{IMAGE} present", time.monotonic() - t)
+    if podman("image", "exists", LAB_IMAGE, check=False).returncode == 0:
+        log("image", "ok", f"{LAB_IMAGE} present", time.monotonic() - t)
         return
-    log("image", "build", f"{IMAGE} missing: debootstrap + podman import (a few minutes)")
-    run([str(REPO / "molecule" / "_shared" / "build-image.sh")], capture=False, env=podman_env())
-    log("image", "built", IMAGE, time.monotonic() - t)
+    if podman("image", "exists", IMAGE, check=False).returncode != 0:
+        log("image", "build", f"{IMAGE} missing: debootstrap + podman import (a few minutes)")
+        run([str(REPO / "molecule" / "_shared" / "build-image.sh")], capture=False, env=podman_env())
+    # The lab's hosts are reached over SSH like production hosts: the test image plus openssh-server.
+    run(["podman", "build", "--quiet", "-t", LAB_IMAGE, "--build-arg", f"BASE={IMAGE}",
+         "-f", str(HERE / "Containerfile"), str(HERE)], env=podman_env(), timeout=900)
+    log("image", "built", LAB_IMAGE, time.monotonic() - t)
+
+
+def phase_ssh_key() -> Path:
+    """The key Ansible logs in with (root, key only), generated once into .lab/ssh/ (0600)."""
+    t = time.monotonic()
+    if not SSH_KEY.is_file():
+        SSH_KEY.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "homelab-ai lab", "-f", str(SSH_KEY)])
+        log("ssh", "created", f"{SSH_KEY.relative_to(REPO)} (0600)", time.monotonic() - t)
+    else:
+        log("ssh", "ok", f"{SSH_KEY.relative_to(REPO)} (reused)", time.monotonic() - t)
+    os.chmod(SSH_KEY, 0o600)
+    return SSH_KEY
 
 
 def phase_network(lab: Lab) -> None:
@@ -226,40 +247,117 @@ def _wait_systemd(name: str, timeout: float = 90) -> str:
     raise LabError(f"systemd in {name} did not come up (state: {state})")
 
 
-def phase_hosts(lab: Lab) -> None:
+def _run_container(lab: Lab, name: str, hostname: str, address: str, extra: list[str], cmd: list[str]) -> str:
+    """Create or start one container; returns created/started/reused."""
+    state = _container_state(name)
+    if state == "running":
+        return "reused"
+    if state is not None:
+        podman("start", name)
+        return "started"
+    podman("run", "-d", "--name", name, "--hostname", hostname, "--network", lab.get("lab_network"),
+           "--ip", address, "--label", LABEL, *extra, LAB_IMAGE, *cmd)
+    return "created"
+
+
+def _authorize_key(name: str, pubkey: str) -> None:
+    proc = subprocess.run(["podman", "exec", "-i", name, "sh", "-c",
+                           "umask 077 && mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys"],
+                          input=pubkey, text=True, capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        raise LabError(f"cannot install the lab's SSH key in {name}: {proc.stderr.strip()}")
+
+
+def _wait_port(host: str, port: int, timeout: float, what: str) -> None:
+    import socket
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return
+        except OSError as err:
+            if time.monotonic() > deadline:
+                raise LabError(f"{what}: {host}:{port} not reachable after {timeout:.0f}s ({err})")
+            time.sleep(0.5)
+
+
+def phase_hosts(lab: Lab, key: Path) -> None:
     t = time.monotonic()
-    created, started, reused = [], [], []
+    pubkey = key.with_suffix(".pub").read_text()
+    done: dict[str, list[str]] = {}
     for host in lab.hosts:
-        hv = lab.hostvars[host]
         name = lab.container(host)
-        state = _container_state(name)
-        if state == "running":
-            reused.append(name)
-            continue
-        if state is not None:
-            podman("start", name)
-            started.append(name)
-            continue
-        cmd = ["run", "-d", "--name", name, "--hostname", host,
-               "--network", lab.get("lab_network"), "--ip", hv["homelab_address"],
-               "--label", LABEL, "--systemd", "always",
-               # nftables (common role) and Netdata's collectors need these inside the container.
-               "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", "--cap-add", "SYS_PTRACE"]
+        extra = ["--systemd", "always",
+                 # nftables (common role) and Netdata's collectors need these inside the container.
+                 "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", "--cap-add", "SYS_PTRACE"]
         if host == lab.gateway:
-            cmd += ["-p", f"127.0.0.1:{lab.get('lab_https_port')}:{lab.get('lab_container_https_port')}"]
-        cmd += [IMAGE, "/sbin/init"]
-        podman(*cmd)
-        created.append(name)
+            extra += ["-p", f"127.0.0.1:{lab.get('lab_https_port')}:{lab.get('lab_container_https_port')}"]
+        how = _run_container(lab, name, host, lab.address(host), extra, ["/sbin/init"])
+        done.setdefault(how, []).append(name)
+    # Probe containers: plain clients at chosen addresses for the port test (no systemd, no sshd).
+    for probe in lab.vars.get("lab_probe_hosts", []):
+        how = _run_container(lab, probe["name"], probe["name"], probe["address"], [], ["sleep", "infinity"])
+        done.setdefault(how, []).append(probe["name"])
     for host in lab.hosts:
-        _wait_systemd(lab.container(host))
+        name = lab.container(host)
+        _wait_systemd(name)
+        _authorize_key(name, pubkey)
+        _wait_port(lab.address(host), 22, 60, f"sshd in {name}")
+    log("hosts", "ok", "; ".join(f"{how} {', '.join(names)}" for how, names in done.items()),
+        time.monotonic() - t)
+
+
+def _service_pidfile(kind: str) -> Path:
+    return STATE / "services" / f"{kind}.pid"
+
+
+def _service_alive(kind: str) -> int | None:
+    pidfile = _service_pidfile(kind)
+    if not pidfile.is_file():
+        return None
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (ValueError, ProcessLookupError, PermissionError):
+        return None
+
+
+def phase_services(lab: Lab, secrets_file: Path) -> None:
+    """The OPNsense and Proxmox API emulators on loopback (TLS, CA in .lab/pki/), detached processes."""
+    t = time.monotonic()
+    (STATE / "services").mkdir(parents=True, exist_ok=True, mode=0o700)
     parts = []
-    if created:
-        parts.append(f"created {', '.join(created)}")
-    if started:
-        parts.append(f"started {', '.join(started)}")
-    if reused:
-        parts.append(f"reused {', '.join(reused)}")
-    log("hosts", "ok", "; ".join(parts), time.monotonic() - t)
+    for kind, port_key, extra in (("opnsense", "lab_opnsense_port", ["--version", str(lab.vars.get("lab_opnsense_version", "26.7.2"))]),
+                                  ("proxmox", "lab_proxmox_port", [])):
+        port = int(lab.get(port_key))
+        if _service_alive(kind):
+            parts.append(f"{kind} :{port} (running)")
+            continue
+        logf = open(STATE / "services" / f"{kind}.log", "ab")
+        proc = subprocess.Popen([sys.executable, str(HERE / "lab_services.py"), "serve", kind, "--port", str(port),
+                                 "--pki", str(STATE / "pki"), "--secrets", str(secrets_file), *extra],
+                                cwd=REPO, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        _service_pidfile(kind).write_text(f"{proc.pid}\n")
+        try:
+            _wait_port("127.0.0.1", port, 30, f"the {kind} emulator (log: .lab/services/{kind}.log)")
+        except LabError:
+            proc.terminate()
+            raise
+        parts.append(f"{kind} :{port} (started)")
+    log("services", "ok", ", ".join(parts), time.monotonic() - t)
+
+
+def stop_services() -> list[str]:
+    import signal
+    stopped = []
+    for kind in ("opnsense", "proxmox"):
+        pid = _service_alive(kind)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            stopped.append(kind)
+    return stopped
 
 
 def phase_models(lab: Lab) -> None:
@@ -295,12 +393,13 @@ def phase_secrets(lab: Lab) -> Path:
         "vault_router_admin_key": current.get("vault_router_admin_key") or secrets.token_urlsafe(32),
         "vault_engine_api_keys": dict(current.get("vault_engine_api_keys") or {}),
         "vault_netdata_stream_api_key": current.get("vault_netdata_stream_api_key") or _uuid(),
-        # Not used by the lab (no firewall or Proxmox host in it) but defined so that every
-        # secret the roles know is present, as in the example inventory's vault.
-        "vault_opnsense_api_key": current.get("vault_opnsense_api_key") or "lab-unused",
-        "vault_opnsense_api_secret": current.get("vault_opnsense_api_secret") or "lab-unused",
-        "vault_proxmox_token_id": current.get("vault_proxmox_token_id") or "lab@pve!unused",
-        "vault_proxmox_token_secret": current.get("vault_proxmox_token_secret") or "lab-unused",
+        # The emulators (lab_services.py) accept exactly these credentials, like the real APIs.
+        "vault_opnsense_api_key": current.get("vault_opnsense_api_key") or secrets.token_hex(20),
+        "vault_opnsense_api_secret": current.get("vault_opnsense_api_secret") or secrets.token_urlsafe(30),
+        "vault_proxmox_token_id": current.get("vault_proxmox_token_id") or "ansible@pve!homelab",
+        "vault_proxmox_token_secret": current.get("vault_proxmox_token_secret") or _uuid(),
+        # Defined as in the example's vault; unused (the Windows node's lab stand-in is reached over SSH).
+        "vault_windows_password": current.get("vault_windows_password") or secrets.token_urlsafe(16),
     }
     for route in routes:
         want["vault_engine_api_keys"].setdefault(route, secrets.token_urlsafe(24))
@@ -342,11 +441,17 @@ def phase_converge(lab: Lab, secrets_file: Path, extra: list[str]) -> dict:
     t = time.monotonic()
     env = podman_env()
     env.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
+    # Facts once per host per run, cached between the layers' plays (and reused by a rerun for 10 min).
+    env.setdefault("ANSIBLE_GATHERING", "smart")
+    env.setdefault("ANSIBLE_CACHE_PLUGIN", "jsonfile")
+    env.setdefault("ANSIBLE_CACHE_PLUGIN_CONNECTION", str(STATE / "facts"))
+    env.setdefault("ANSIBLE_CACHE_PLUGIN_TIMEOUT", "600")
     env["ANSIBLE_FORCE_COLOR"] = env.get("ANSIBLE_FORCE_COLOR", "1" if sys.stdout.isatty() else "0")
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), str(REPO / "site.yml"),
-           "-e", f"@{secrets_file}", *extra]
-    log("converge", "run", shlex.join(["ansible-playbook", "-i", "inventory/lab", "site.yml",
+    inv_args = [a for inv in lab.inventories for a in ("-i", str(inv))]
+    cmd = [str(VENV_BIN / "ansible-playbook"), *inv_args, str(REPO / "site.yml"), "-e", f"@{secrets_file}", *extra]
+    shown = [a for inv in lab.inventories for a in ("-i", str(inv.relative_to(REPO)) if inv.is_relative_to(REPO) else str(inv))]
+    log("converge", "run", shlex.join(["ansible-playbook", *shown, "site.yml",
                                        "-e", f"@{secrets_file.relative_to(REPO)}", *extra]))
     # Stream Ansible's output to the user and keep it to read the recap.
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
@@ -539,9 +644,11 @@ def cmd_up(args) -> int:
     lab = Lab()
     phase_image(lab)
     phase_network(lab)
-    phase_hosts(lab)
+    ssh_key = phase_ssh_key()
+    phase_hosts(lab, ssh_key)
     phase_models(lab)
     secrets_file = phase_secrets(lab)
+    phase_services(lab, secrets_file)
     phase_engine_binary(lab)
     recap = phase_converge(lab, secrets_file, args.ansible_args)
     key = phase_access(lab)
@@ -559,7 +666,9 @@ def cmd_down(args) -> int:
     t0 = time.monotonic()
     os.environ.update({k: v for k, v in podman_env().items() if k == "CONTAINERS_CONF"})
     lab = Lab()
-    names = [lab.container(h) for h in lab.hosts]
+    stopped = stop_services()
+    log("services", "stopped", ", ".join(stopped) or "none running", time.monotonic() - t0)
+    names = [lab.container(h) for h in lab.hosts] + [p["name"] for p in lab.vars.get("lab_probe_hosts", [])]
     # Also anything else that carries the lab label (a host renamed in the inventory since `up`).
     labelled = podman("ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}").stdout.split()
     gone = []
@@ -587,7 +696,7 @@ def cmd_status(args) -> int:
     for h in lab.hosts:
         st = _container_state(lab.container(h)) or "absent"
         ok &= st == "running"
-        print(f"{lab.container(h):<16} {lab.hostvars[h]['homelab_address']:<15} {st}")
+        print(f"{lab.container(h):<20} {lab.address(h):<15} {st}")
     key_file = STATE / "api-key"
     if ok and key_file.is_file() and ca_path().is_file():
         code, _ = https_get(lab, "/v1/models", key_file.read_text().strip())
