@@ -292,6 +292,10 @@ def phase_hosts(lab: Lab, key: Path) -> None:
                  "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", "--cap-add", "SYS_PTRACE"]
         if host == lab.gateway:
             extra += ["-p", f"127.0.0.1:{lab.get('lab_https_port')}:{lab.get('lab_container_https_port')}"]
+        if host in lab.groups.get("wireguard", set()):
+            # The WireGuard role enables IP forwarding (sysctl): /proc/sys is read-only in an unprivileged
+            # container, so a WireGuard host of the lab runs privileged (its own network namespace still).
+            extra += ["--privileged"]
         how = _run_container(lab, name, host, lab.address(host), extra, ["/sbin/init"])
         done.setdefault(how, []).append(name)
     # Probe containers: plain clients at chosen addresses for the port test (no systemd, no sshd).

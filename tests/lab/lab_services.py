@@ -41,8 +41,11 @@ def lab_pki(directory: Path) -> Pki:
 def build_app(kind: str, secrets: dict, version: str | None):
     if kind == "opnsense":
         from opnsense_emulator import OPNsenseEmulator
-        return OPNsenseEmulator(version=version or "26.7.2",
-                                credentials={secrets["vault_opnsense_api_key"]: secrets["vault_opnsense_api_secret"]})
+        app = OPNsenseEmulator(version=version or "26.7.2",
+                               credentials={secrets["vault_opnsense_api_key"]: secrets["vault_opnsense_api_secret"]})
+        # The example's firewall is a 4-port Intel i226 mini PC (igc0-igc3; the VLAN trunk is igc1).
+        app.settings["devices"] = sorted(set(app.settings["devices"]) | {f"igc{n}" for n in range(4)})
+        return app
     if kind == "proxmox":
         from proxmox_emulator import ProxmoxEmulator
         app = ProxmoxEmulator(tokens={secrets["vault_proxmox_token_id"]: secrets["vault_proxmox_token_secret"]})

@@ -1,8 +1,9 @@
 """End to end on the lab: openai client -> Caddy (TLS, internal CA) -> homelab-router -> llama-server.
 
-The lab (inventory/lab) is brought up by the `lab` fixture (or reused when `make lab` left it up).
-Routes: hands = coding node, mouth = chat node (one slot), brain = terminal node (vision-declared,
-embeddings). Every disruptive test puts the lab back the way it found it.
+The lab is the example site (inventory/example + the overlay inventory/lab), brought up by the `lab` fixture
+(or reused when `make lab` left it up). Routes and policy are the example's: eyes = vision/fast (ubuntu-4090),
+hands = code (ubuntu-6000), mouth = chat, three slots (win-5090's Linux stand-in), brain = terminal, sees images
+(spark). Every disruptive test puts the lab back the way it found it.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(3600)]
 ROUTE_HEADER = "x-homelab-route"
 
 CODING = "Refactor this Python function and add a pytest for it: def f(x): return x*2"
-CHAT = "Hello there, how are you today?"
+CHAT = "Tell me about your favourite colour, what is your opinion?"
+FAST = "Classify these tags as json labels: red, blue"
 REASONING = "Review the architecture trade-off and the risk in this plan."
 
 
@@ -121,7 +123,7 @@ def _addr_of(lab, route):
 
 def _route_ok(client, route) -> bool:
     try:
-        headers, _ = chat(client, {"hands": CODING, "mouth": CHAT, "brain": REASONING}[route])
+        headers, _ = chat(client, {"hands": CODING, "mouth": CHAT, "brain": REASONING, "eyes": FAST}[route])
         return headers.get(ROUTE_HEADER) == route
     except Exception:  # noqa: BLE001 - still coming back
         return False
@@ -141,7 +143,8 @@ def test_rerun_reports_no_changes(lab):
     assert proc.returncode == 0, proc.stdout[-4000:]
     last = json.loads((labmod.STATE / "last-up.json").read_text())
     assert last["changed"] == 0, f"rerun changed something: {last['recap']}\n{proc.stdout[-4000:]}"
-    for phase in ("image", "network", "hosts", "models", "secrets", "engine", "converge", "access"):
+    for phase in ("image", "network", "ssh", "hosts", "models", "secrets", "services", "engine", "converge",
+                  "access"):
         assert f"[lab] {phase}" in proc.stdout, f"no summary line for phase {phase}"
     print(f"warm `lab.py up`: {took:.1f}s")
 
@@ -189,7 +192,7 @@ IMAGE_CONTENT = [{"type": "text", "text": "Hello, what is in this picture?"},
 
 
 def _send_image(client):
-    """(status, headers, body) of an image-bearing chat request; restores brain afterwards."""
+    """(status, headers, body) of an image-bearing chat request; restores eyes afterwards."""
     import openai
     try:
         raw = client.chat.completions.with_raw_response.create(
@@ -198,18 +201,18 @@ def _send_image(client):
     except openai.APIStatusError as err:
         return err.status_code, err.response.headers, err.response.json()
     finally:
-        # A 5xx marks brain down until its next probe: let the next tests start from a healthy lab.
-        wait_until(lambda: _route_ok(client, "brain"), timeout=60, what="brain routable again")
+        # A 5xx marks eyes down until its next probe: let the next tests start from a healthy lab.
+        wait_until(lambda: _route_ok(client, "eyes"), timeout=60, what="eyes routable again")
 
 
 def test_image_request_goes_to_vision_node(client):
-    """The image part picks the vision bucket and the vision-capable route (brain), whatever the
-    words say (the text alone would be a chat prompt for mouth); the brain's llama-server has a
-    multimodal projector (--mmproj), so it really takes the image and answers."""
+    """The image part picks the vision bucket and its route (eyes), whatever the words say (the text alone
+    would be a chat prompt for mouth); the eyes' llama-server has a multimodal projector (--mmproj), so it
+    really takes the image and answers."""
     status, headers, body = _send_image(client)
     assert status == 200, (status, dict(headers), body)
     assert headers.get("x-homelab-bucket") == "vision", dict(headers)
-    assert headers.get(ROUTE_HEADER) == "brain", dict(headers)
+    assert headers.get(ROUTE_HEADER) == "eyes", dict(headers)
     assert body["choices"][0]["message"]["content"], body
 
 
@@ -221,7 +224,7 @@ def test_image_pinned_to_blind_route_is_refused_by_router(client):
         client.chat.completions.create(model="homelab/chat", max_tokens=8,
                                        messages=[{"role": "user", "content": IMAGE_CONTENT}])
     text = json.dumps(err.value.response.json())
-    assert "brain" in text, text
+    assert "eyes" in text and "brain" in text, text
 
 
 def test_engine_4xx_reaches_client_unchanged(client):
@@ -240,11 +243,14 @@ def test_engine_4xx_reaches_client_unchanged(client):
     assert route_of(headers) == "hands"
 
 
-def test_embeddings_on_embedding_node(client):
-    raw = client.embeddings.with_raw_response.create(model="homelab/auto", input=["hello world", "gpu"])
-    assert route_of(raw.headers) == "brain"
-    data = raw.parse().data
-    assert len(data) == 2 and len(data[0].embedding) > 8
+def test_embeddings_without_an_embedding_route_are_a_clear_4xx(client):
+    """The example site names no embeddings route (router_embeddings_route: null): the router says so
+    with an OpenAI-shaped 4xx instead of sending the request to a chat model."""
+    import openai
+    with pytest.raises(openai.APIStatusError) as err:
+        client.embeddings.create(model="homelab/auto", input=["hello world", "gpu"])
+    assert 400 <= err.value.status_code < 500, (err.value.status_code, err.value.body)
+    assert "embedding" in json.dumps(err.value.response.json()).lower()
 
 
 def test_stopped_engine_fails_over(lab, client):
@@ -255,20 +261,23 @@ def test_stopped_engine_fails_over(lab, client):
 
 
 def test_saturated_engine_spills(lab, client):
-    """mouth has one slot (max_concurrency 1, max_queue 0): while a long stream holds it, the next
-    chat request spills to brain."""
-    holder = client.chat.completions.with_raw_response.create(
-        model="homelab/auto", max_tokens=6000, stream=True, temperature=1.0,
-        messages=[{"role": "user", "content": CHAT}])
+    """mouth has the example's three slots and no queue: while three long streams hold them, the next
+    chat request spills to brain (seed 003: the fourth caller goes to the fallback, never queues)."""
+    holders = []
     try:
-        assert route_of(holder.headers) == "mouth"
-        stream = holder.parse()
-        next(iter(stream))                      # the slot is taken; stop reading
+        for _ in range(3):
+            holder = client.chat.completions.with_raw_response.create(
+                model="homelab/auto", max_tokens=2000, stream=True, temperature=1.0,
+                messages=[{"role": "user", "content": CHAT}])
+            holders.append(holder)
+            assert route_of(holder.headers) == "mouth"
+            next(iter(holder.parse()))          # the slot is taken; stop reading
         headers, completion = chat(client, CHAT)
         assert route_of(headers) == "brain", dict(headers)
         assert completion.choices[0].message.content
     finally:
-        holder.http_response.close()
+        for holder in holders:
+            holder.http_response.close()
     # The slot comes back once the holder is gone.
     wait_until(lambda: _route_ok(client, "mouth"), timeout=60, what="mouth free again")
 
@@ -338,7 +347,7 @@ def test_netdata_parent_lists_every_node(lab):
         if proc.returncode != 0:
             return None
         hosts = set(json.loads(proc.stdout).get("mirrored_hosts") or [])
-        return hosts if set(inv.hosts) <= hosts else None
+        return hosts if inv.groups["netdata"] <= hosts else None
 
-    hosts = wait_until(mirrored, timeout=120, interval=2, what="netdata parent mirroring every lab host")
-    assert set(inv.hosts) <= hosts
+    hosts = wait_until(mirrored, timeout=120, interval=2, what="netdata parent mirroring every netdata host")
+    assert inv.groups["netdata"] <= hosts
