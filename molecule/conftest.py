@@ -9,6 +9,7 @@ Also shared: `nft_rules` (the common role's allow chain parsed from `nft -j`) an
 the control node or from a throw-away container, i.e. from a second source address).
 """
 
+import ipaddress
 import json
 import os
 import shutil
@@ -63,9 +64,26 @@ def _nft_values(right):
     return out
 
 
+def canonical_nets(values):
+    """Addresses, CIDRs and "a-b" ranges -> the set of collapsed networks they cover, as strings, so that
+    nft's own merging of adjacent set elements (10.0.0.1, 10.0.0.2 -> 10.0.0.1-10.0.0.2) compares equal."""
+    nets = []
+    for value in values:
+        if "-" in value:
+            first, last = (ipaddress.ip_address(part) for part in value.split("-", 1))
+            nets.extend(ipaddress.summarize_address_range(first, last))
+        else:
+            nets.append(ipaddress.ip_network(value, strict=False))
+    out = set()
+    for version in (4, 6):
+        out.update(str(n) for n in ipaddress.collapse_addresses(n for n in nets if n.version == version))
+    return out
+
+
 def nft_accept_rules(host, chain="input_allow"):
     """The rules of `inet homelab_filter <chain>`, parsed from `nft -j`: one dict per rule with
-    family (ip, ip6 or None for both), saddr (set or None for any), proto, dport (set), comment, verdict."""
+    family (ip, ip6 or None for both), saddr (canonical_nets() set, or None for any), proto, dport (set),
+    comment, verdict."""
     data = json.loads(host.check_output(f"nft -j list chain inet homelab_filter {chain}"))
     rules = []
     for item in data["nftables"]:
@@ -79,7 +97,7 @@ def nft_accept_rules(host, chain="input_allow"):
                 left, right = expr["match"]["left"], expr["match"]["right"]
                 payload = left.get("payload") if isinstance(left, dict) else None
                 if payload and payload.get("field") == "saddr":
-                    parsed["family"], parsed["saddr"] = payload["protocol"], _nft_values(right)
+                    parsed["family"], parsed["saddr"] = payload["protocol"], canonical_nets(_nft_values(right))
                 elif payload and payload.get("field") == "dport":
                     parsed["proto"], parsed["dport"] = payload["protocol"], _nft_values(right)
                 elif isinstance(left, dict) and left.get("meta", {}).get("key") == "nfproto":
@@ -113,6 +131,12 @@ def probe_from_here(address, port, proto="tcp"):
 def nft_rules():
     """nft_rules(host[, chain]) -> the parsed rules of the common role's allow chain."""
     return nft_accept_rules
+
+
+@pytest.fixture(scope="session")
+def nft_nets():
+    """nft_nets([...addresses/CIDRs]) -> the same canonical form as a parsed rule's saddr."""
+    return canonical_nets
 
 
 @pytest.fixture(scope="session")

@@ -69,14 +69,14 @@ def test_nftables_loaded_where_supported(host):
     assert again.count("tcp dport 8444 accept") == 1 and again.count("tcp dport 22 accept") == 1
 
 
-def test_ssh_accept_rule_parsed(host, nft_rules):
+def test_ssh_accept_rule_parsed(host, nft_rules, nft_nets):
     """The loaded input chain, parsed from `nft -j`: SSH is accepted from the management network only."""
     if not _nft_host(host):
         pytest.skip("no firewall in the unprivileged container")
     ssh = [r for r in nft_rules(host, chain="input") if r["comment"] == "ssh from management"]
     assert len(ssh) == 1, ssh
     assert (ssh[0]["family"], ssh[0]["saddr"], ssh[0]["proto"], ssh[0]["dport"], ssh[0]["verdict"]) == (
-        "ip", {"10.88.0.1"}, "tcp", {"22"}, "accept")
+        "ip", nft_nets(["10.88.0.1"]), "tcp", {"22"}, "accept")
 
 
 def test_ssh_closed_to_a_source_outside_management(host, probe):

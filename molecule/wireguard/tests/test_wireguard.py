@@ -101,14 +101,14 @@ def test_public_key_and_client_templates_on_control_node(host):
 WG_RULE = "wireguard: listen port"
 
 
-def test_firewall_dropin_checked_and_loaded_once(host, nft_rules):
+def test_firewall_dropin_checked_and_loaded_once(host, nft_rules, nft_nets):
     dropin = host.file("/etc/nftables.d/60-wireguard.nft")
     assert dropin.exists and dropin.mode == 0o644 and dropin.contains("Ansible managed")
     assert host.run("nft -c -f /etc/nftables.conf").rc == 0
     rules = {r["family"]: r for r in nft_rules(host) if r["comment"] == WG_RULE}
     assert set(rules) == {"ip", "ip6"}, rules
-    assert rules["ip"]["saddr"] == {"10.88.0.1"}
-    assert rules["ip6"]["saddr"] == {"2001:db8:77::/48"}
+    assert rules["ip"]["saddr"] == nft_nets(["10.88.0.1"])
+    assert rules["ip6"]["saddr"] == nft_nets(["2001:db8:77::/48"])
     for rule in rules.values():
         assert (rule["proto"], rule["dport"], rule["verdict"]) == ("udp", {"51820"}, "accept")
     host.run_expect([0], "systemctl reload nftables")
