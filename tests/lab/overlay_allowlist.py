@@ -17,7 +17,7 @@ import re
 
 ALLOWED_VARS = [
     r"ansible_(connection|host|port|user|password|python_interpreter|ssh_private_key_file|ssh_common_args)",
-    r"homelab_address",
+    r"homelab_address", r"caddy_site_addresses",
     r"proxmox_api_host", r"proxmox_lxc_api_(port|ca_path)", r"opnsense_vlans_api_(port|ca_path)",
     r"gpus", r"nvidia_driver_install", r"nvidia_driver_blacklist_nouveau",
     r"llama_server_(install_method|version|binary_src|cuda|threads)",

@@ -108,3 +108,37 @@ def test_outside_the_allowed_networks_gets_403(host):
             while chunk := tls.recv(4096):
                 data += chunk
     assert data.startswith(b"HTTP/1.1 403"), data[:200]
+
+
+CADDY_RULE = "caddy: http/https from the client networks"
+
+
+def test_firewall_dropin_written_and_checked(host):
+    dropin = host.file("/etc/nftables.d/60-caddy.nft")
+    assert dropin.exists and dropin.user == "root" and dropin.mode == 0o644
+    assert dropin.contains("Ansible managed")
+    # the whole ruleset, with every drop-in, passes nft's check
+    assert host.run("nft -c -f /etc/nftables.conf").rc == 0
+
+
+def test_firewall_accepts_http_https_from_client_networks_only(host, nft_rules, nft_nets):
+    rules = [r for r in nft_rules(host) if r["comment"] == CADDY_RULE]
+    assert {r["family"] for r in rules} == {"ip", "ip6"}, rules
+    for rule in rules:
+        assert rule["verdict"] == "accept" and rule["proto"] == "tcp"
+        assert rule["dport"] == {"80", "443"}
+    by_family = {r["family"]: r["saddr"] for r in rules}
+    assert by_family == {"ip": nft_nets(["10.88.0.1"]), "ip6": nft_nets(["2001:db8:c1::/48"])}
+    # loaded exactly once, also after a reload of the whole ruleset
+    host.run_expect([0], "systemctl reload nftables")
+    assert len([r for r in nft_rules(host) if r["comment"] == CADDY_RULE]) == 2
+
+
+def test_firewall_open_to_a_client_closed_to_another_source(host, probe):
+    """From the control node (10.88.0.1, a client network) 80 and 443 answer; from a second container on the
+    same bridge (not a client network) they are dropped by the default-deny policy."""
+    address = host.check_output("hostname -I").split()[0]
+    assert probe(address, 443) == "open"
+    assert probe(address, 80) == "open"
+    assert probe(address, 443, network="podman") == "timeout"
+    assert probe(address, 80, network="podman") == "timeout"

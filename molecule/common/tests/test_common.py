@@ -56,7 +56,7 @@ def test_nftables_loaded_where_supported(host):
     assert "policy drop;" in ruleset
     assert 'iif "lo" accept' in ruleset
     assert "ct state established,related accept" in ruleset
-    assert "ip saddr 10.88.0.0/16 tcp dport 22 accept" in ruleset
+    assert "ip saddr 10.88.0.1 tcp dport 22 accept" in ruleset
     assert "tcp dport 8443 accept" in ruleset
     assert "udp dport 9000-9001 accept" in ruleset
     assert "ip6 saddr 2001:db8::/32 udp dport 9000-9001 accept" in ruleset
@@ -67,6 +67,32 @@ def test_nftables_loaded_where_supported(host):
     host.run_expect([0], "systemctl reload nftables")
     again = host.check_output("nft list table inet homelab_filter")
     assert again.count("tcp dport 8444 accept") == 1 and again.count("tcp dport 22 accept") == 1
+
+
+def test_ssh_accept_rule_parsed(host, nft_rules, nft_nets):
+    """The loaded input chain, parsed from `nft -j`: SSH is accepted from the management network only."""
+    if not _nft_host(host):
+        pytest.skip("no firewall in the unprivileged container")
+    ssh = [r for r in nft_rules(host, chain="input") if r["comment"] == "ssh from management"]
+    assert len(ssh) == 1, ssh
+    assert (ssh[0]["family"], ssh[0]["saddr"], ssh[0]["proto"], ssh[0]["dport"], ssh[0]["verdict"]) == (
+        "ip", nft_nets(["10.88.0.1"]), "tcp", {"22"}, "accept")
+
+
+def test_ssh_closed_to_a_source_outside_management(host, probe):
+    """A second container on the same bridge (10.88.0.0/16 but not 10.88.0.1) is dropped on SSH, while the
+    allowlisted 8443 (from 10.88.0.0/16) answers it: the drop is the source check, not the path."""
+    if not _nft_host(host):
+        pytest.skip("no firewall in the unprivileged container")
+    address = host.check_output("hostname -I").split()[0]
+    host.run("systemd-run --unit=mol-listen-8443b python3 -m http.server 8443 --bind 0.0.0.0")
+    try:
+        host.run_expect([0], "for i in $(seq 50); do ss -ltn | grep -q ':8443 ' && exit 0; sleep 0.1; done; exit 1")
+        assert probe(address, 22) == "open"
+        assert probe(address, 22, network="podman") == "timeout"
+        assert probe(address, 8443, network="podman") == "open"
+    finally:
+        host.run("systemctl stop mol-listen-8443b")
 
 
 def test_nftables_skipped_without_kernel_support(host):

@@ -177,3 +177,35 @@ def test_parent_refuses_a_child_with_another_key(host):
                want=lambda s: any(h["hostname"] == CHILD and h["reachable"]
                                   for h in json.loads(s).get("mirrored_hosts_status", [])))
     assert any(h["hostname"] == CHILD and h["reachable"] for h in json.loads(out)["mirrored_hosts_status"])
+
+
+NETDATA_RULE = "netdata: parent port from children and management"
+
+
+def _address(h):
+    return h.check_output("hostname -I").split()[0]
+
+
+def test_parent_firewall_accepts_children_and_management_only(host, nft_rules, nft_nets):
+    if _name(host) != PARENT:
+        assert not host.file("/etc/nftables.d/60-netdata.nft").exists  # children only stream out
+        return
+    child = testinfra.get_host(f"podman://{CHILD}")
+    gateway = host.check_output("ip -4 route show default").split()[2]
+    rules = [r for r in nft_rules(host) if r["comment"] == NETDATA_RULE]
+    assert len(rules) == 1, rules
+    rule = rules[0]
+    assert (rule["family"], rule["proto"], rule["dport"], rule["verdict"]) == ("ip", "tcp", {"19999"}, "accept")
+    # the children (parent included: it is in group netdata too) and the management network
+    assert rule["saddr"] == nft_nets([_address(host), _address(child), gateway])
+    assert "policy drop" in host.check_output("nft list chain inet homelab_filter input")
+
+
+def test_parent_port_open_to_management_closed_to_strangers(host, probe):
+    """The child reaches 19999 (test_parent_mirrors_the_child), so does the management network (the control
+    node); a third container on the same network, neither child nor management, is dropped."""
+    if _name(host) != PARENT:
+        pytest.skip("parent only")
+    addr = _address(host)
+    assert probe(addr, 19999) == "open"
+    assert probe(addr, 19999, network="mol-netdata-net") == "timeout"

@@ -4,6 +4,8 @@ import base64
 import os
 from pathlib import Path
 
+import pytest
+
 PEERS = {
     "laptop": ("4GdmBE3DOdyb3grrxylvTAFLKUTuTtNQ0pa3bOM2JDs=", "198.18.99.10/32"),
     "phone": ("RzpA8EKXWXmjCaSlzfqWJ1jAHUDhP0N6YB/xwnuoskM=", "198.18.99.11/32"),
@@ -94,3 +96,37 @@ def test_public_key_and_client_templates_on_control_node(host):
         assert "Endpoint = vpn.example.test:51820" in text
         assert "AllowedIPs = 198.18.99.0/24, 192.0.2.0/24" in text
         assert private not in text
+
+
+WG_RULE = "wireguard: listen port"
+
+
+def test_firewall_dropin_checked_and_loaded_once(host, nft_rules, nft_nets):
+    dropin = host.file("/etc/nftables.d/60-wireguard.nft")
+    assert dropin.exists and dropin.mode == 0o644 and dropin.contains("Ansible managed")
+    assert host.run("nft -c -f /etc/nftables.conf").rc == 0
+    rules = {r["family"]: r for r in nft_rules(host) if r["comment"] == WG_RULE}
+    assert set(rules) == {"ip", "ip6"}, rules
+    assert rules["ip"]["saddr"] == nft_nets(["10.88.0.1"])
+    assert rules["ip6"]["saddr"] == nft_nets(["2001:db8:77::/48"])
+    for rule in rules.values():
+        assert (rule["proto"], rule["dport"], rule["verdict"]) == ("udp", {"51820"}, "accept")
+    host.run_expect([0], "systemctl reload nftables")
+    assert len([r for r in nft_rules(host) if r["comment"] == WG_RULE]) == 2
+
+
+def test_listen_port_open_to_allowed_source_only(host, probe):
+    """No kernel module here, so nothing listens on 51820/udp: a UDP echo stands in for WireGuard. The control
+    node (allowed) gets its datagram echoed; a second container on the bridge is dropped (no answer)."""
+    if host.socket("udp://51820").is_listening:
+        pytest.skip("wg-quick listens on 51820 (kernel module present): no stand-in possible")
+    echo = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 51820))\n"
+            "while True:\n d, a = s.recvfrom(64); s.sendto(d, a)")
+    host.run_expect([0], "systemd-run --unit=mol-udp-echo python3 -c %s", echo)
+    try:
+        host.run_expect([0], "for i in $(seq 50); do ss -lun | grep -q ':51820 ' && exit 0; sleep 0.1; done; exit 1")
+        address = host.check_output("hostname -I").split()[0]
+        assert probe(address, 51820, proto="udp") == "open"
+        assert probe(address, 51820, proto="udp", network="podman") == "timeout"
+    finally:
+        host.run("systemctl stop mol-udp-echo")
