@@ -168,9 +168,24 @@ def role_vars(role: str, host: str, model: Mapping[str, Any]) -> dict[str, Any]:
     return v
 
 
+def cross_host_problems(model: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The preflights' run_once rules that look at several hosts (netdata, proxmox_lxc)."""
+    groups, hostvars = model.get("groups") or {}, model.get("hostvars") or {}
+    out = [(h, "groups", "is in group netdata_parent but not in group netdata; add it to netdata (role netdata)")
+           for h in groups.get("netdata_parent") or [] if h not in (groups.get("netdata") or [])]
+    nodes = {str((hostvars.get(h) or {}).get("proxmox_lxc_node", h.split(".")[0])) for h in groups.get("proxmox") or []}
+    for h in groups.get("lxc_guests") or []:
+        lxc = (hostvars.get(h) or {}).get("lxc")
+        node = lxc.get("node") if isinstance(lxc, Mapping) else None
+        if isinstance(node, str) and node not in nodes:
+            out.append((h, "lxc.node", f"names node {node!r}, which no host of group proxmox manages "
+                                       f"(their proxmox_lxc_node: {', '.join(sorted(nodes)) or 'none'}) (role proxmox_lxc)"))
+    return out
+
+
 def site_role_problems(model: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(host, field, reason) for every role rule that a site.yml run would trip."""
-    out: list[tuple[str, str, str]] = []
+    out: list[tuple[str, str, str]] = cross_host_problems(model)
     groups = model.get("groups") or {}
     for host, hv in (model.get("hostvars") or {}).items():
         for role in roles_for_host(groups, host, hv or {}):

@@ -153,6 +153,14 @@ def vlan_without_parent_interface(m):
     del m["site"]["homelab_vlans"][0]["parent_if"]
 
 
+def lxc_guest_on_unknown_node(m):
+    m["hostvars"]["hub"]["lxc"]["node"] = "pve2"
+
+
+def netdata_parent_not_monitored(m):
+    m["groups"]["netdata"].remove("ai-gateway")
+
+
 def wireguard_peer_ok(m):
     m["hostvars"]["ai-gateway"]["wireguard_peers"] = [
         {"name": "phone", "public_key": "x" * 43 + "=", "allowed_ips": ["10.99.0.10/32"]}]
@@ -182,6 +190,8 @@ VARIANTS = [
     (llama_vision_without_projector, False, "args.mmproj: is required"),
     (wireguard_peer_bad_key, False, "public_key: is required"),
     (vlan_without_parent_interface, False, "parent_if: is required"),
+    (lxc_guest_on_unknown_node, False, "no host of group proxmox manages"),
+    (netdata_parent_not_monitored, False, "not in group netdata"),
     (wireguard_peer_ok, True, None),
     (fifth_node_llama_server, True, None),
 ]
