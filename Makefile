@@ -48,7 +48,7 @@ test-fast: venv ## unit and API-level tests only (no containers)
 
 lint: venv ## yamllint + ansible-lint
 	@$(VENV)/bin/yamllint -s .
-	@$(VENV)/bin/ansible-lint
+	@$(VENV)/bin/ansible-lint --profile production
 
 bench: venv ## router overhead benchmark (direct vs through the router)
 	@$(VENV)/bin/python bench/bench_router.py

@@ -1,6 +1,6 @@
 """Every role's defaults/main.yml and meta/argument_specs.yml (entry point `main`) declare the same variables.
 
-Roles whose name starts with `_` (internal helpers such as roles/_engine) are skipped when they have no defaults.
+Roles whose name starts with `_` (internal helpers) are skipped when they have no defaults.
 """
 from __future__ import annotations
 

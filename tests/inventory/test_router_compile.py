@@ -63,6 +63,8 @@ def test_adding_a_gpu_node_is_host_vars_only(model):
     model["groups"]["gpu_nodes"].append("ubuntu-3090")
     model["groups"]["all"].append("ubuntu-3090")
     model["hostvars"]["ubuntu-3090"] = {
+        **{k: v for k, v in model["hostvars"]["spark"].items()  # what group_vars/all gives every host
+           if k.startswith(("vault_", "common_", "ansible_"))},
         "homelab_address": "10.20.0.15", "homelab_vlan": "ai",
         "gpus": [{"name": "RTX 3090", "vram_gib": 24}],
         "engines": [{"route": "ears", "runtime": "llama_server", "model": "whisper.gguf", "served_name": "ears-1",

@@ -29,15 +29,32 @@ or, on unified memory (``gpus[].unified: true``), when they leave less than ``un
 """
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import re
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 try:  # Ansible >= 2.19 hands undefined values over as jinja2 Undefined markers instead of raising
     from jinja2 import Undefined as _JinjaUndefined
 except ImportError:  # pragma: no cover
     _JinjaUndefined = None
+
+def _shared(name: str):
+    """A module of the repository's shared plugins/filter directory (the role rules live there)."""
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[3] / "plugins" / "filter" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+homelab_rules = _shared("homelab_rules")
+homelab_site_roles = _shared("homelab_site_roles")
 
 try:  # router_app is installed (editable) in the project venv; the checks still run without it.
     from router_app import inventory as router_inventory
@@ -64,7 +81,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 ADDRESSED_GROUPS = ("firewall", "proxmox", "lxc_guests", "gateway", "gpu_nodes", "windows", "netdata",
                     "netdata_parent", "wireguard")
 
-ROUTE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+ROUTE_NAME_RE = homelab_rules.ROUTE_NAME_RE  # one rule for validation and the engine roles
 
 # Per host: the variables the checks read (a host that defines none of them is skipped).
 HOST_KEYS = (
@@ -183,7 +200,7 @@ def _engine_schema(runtimes: list[str]) -> dict[str, tuple[bool, Any]]:
         if not _is_str(v):
             return f"must be a non-empty string, got {_tname(v)}"
         if not ROUTE_NAME_RE.match(v):
-            return f"{v!r} must match {ROUTE_NAME_RE.pattern} (lower-case letters, digits, '-' and '_')"
+            return f"{v!r} must match {ROUTE_NAME_RE.pattern} ({homelab_rules.ROUTE_NAME_HELP})"
         return None
 
     def runtime(v):
@@ -890,6 +907,19 @@ def check_router_schema(model: Mapping[str, Any], known: list[InventoryError]) -
     return errs
 
 
+def check_role_rules(model: Mapping[str, Any], known: list[InventoryError]) -> list[InventoryError]:
+    """The roles' own rules (plugins/filter/homelab_rules.py, also run by every preflight), for each host
+    and each role site.yml gives it; a problem already reported on the same host and field is not repeated."""
+    errs: list[InventoryError] = []
+    for host, field, reason in homelab_site_roles.site_role_problems(model):
+        engine_field = "_engines[" in field
+        if any(k.host == host and (k.field == field or (engine_field and k.field.startswith("engines")))
+               for k in known):
+            continue
+        errs.append(InventoryError(host, field, reason))
+    return errs
+
+
 def check_model(model: Mapping[str, Any], settings: Optional[Mapping[str, Any]] = None) -> list[InventoryError]:
     """Run every check and return all errors (sorted by host, then field)."""
     s = _settings(settings)
@@ -905,6 +935,7 @@ def check_model(model: Mapping[str, Any], settings: Optional[Mapping[str, Any]] 
     errs += check_secrets(model)
     if s.get("router_schema"):
         errs += check_router_schema(model, errs)
+    errs += check_role_rules(model, errs)
     unique = list(dict.fromkeys(errs))
     return sorted(unique, key=lambda e: (e.host, e.field))
 
@@ -945,8 +976,9 @@ def _read(source: Any, key: str, host: str, errors: list[InventoryError]) -> Any
             return _MISSING
         return _plain(source[key])
     except Exception as exc:  # undefined variables, template errors, vault without a password
-        if key.startswith("vault_"):
-            return _MISSING  # secrets are optional during validation
+        if key.startswith("vault_") or (key in homelab_site_roles.ALL_KEYS and key not in HOST_KEYS):
+            return _MISSING  # a secret that cannot be read, or a role variable templated on role defaults:
+            # the role rules then see the role's default and report what is missing
         errors.append(InventoryError(host, key, f"cannot be evaluated: {exc}"))
         return _MISSING
 
@@ -960,7 +992,7 @@ def gather_model(hostvars: Any, groups: Mapping[str, Any], site_vars: Optional[M
     for host in groups_plain.get("all", []):
         src = hostvars[host]
         hv: dict[str, Any] = {}
-        for key in HOST_KEYS + (GATEWAY_KEYS if host in gateways else ()):
+        for key in HOST_KEYS + homelab_site_roles.ALL_KEYS + (GATEWAY_KEYS if host in gateways else ()):
             val = _read(src, key, host, errors)
             if val is not _MISSING:
                 hv[key] = val
