@@ -395,7 +395,9 @@ def phase_secrets(lab: Lab) -> Path:
     current = current or {}
     want = {
         "vault_router_admin_key": current.get("vault_router_admin_key") or secrets.token_urlsafe(32),
-        "vault_engine_api_keys": dict(current.get("vault_engine_api_keys") or {}),
+        # One engine key per route the site serves (validation refuses keys for routes no engine serves).
+        "vault_engine_api_keys": {r: k for r, k in (current.get("vault_engine_api_keys") or {}).items()
+                                  if r in routes},
         "vault_netdata_stream_api_key": current.get("vault_netdata_stream_api_key") or _uuid(),
         # The emulators (lab_services.py) accept exactly these credentials, like the real APIs.
         "vault_opnsense_api_key": current.get("vault_opnsense_api_key") or secrets.token_hex(20),

@@ -97,6 +97,7 @@ def test_add_a_gpu_node_as_the_readme_says(lab, client):
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(over, ignore_errors=True)
         inv = labmod.Lab()
+        labmod.phase_secrets(inv)                              # the new route's engine key goes again
         restore = converge([str(labmod.VENV_BIN / "ansible-playbook"), "-i", str(labmod.INVENTORIES[0]),
                             "-i", str(labmod.INVENTORIES[1]), str(REPO / "site.yml"),
                             "-e", f"@{labmod.STATE / 'secrets.yml'}", "--limit", f"{inv.gateway},opnsense",
