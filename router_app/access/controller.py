@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterable, Optional
 
 import orjson
 
-from .access_config import AccessSettings, resolve_store_path, settings_from
-from .access_protocol import ApiError, Principal
+from .config import AccessSettings, resolve_store_path, settings_from
+from .protocol import ApiError, Principal
 from .audit import RotatingJsonl
 from .ratelimit import RateLimiter, retry_after_header
 from .store import KeyRecord, LedgerWriter, Store, UsageRow, split_token, utc_day, utc_month

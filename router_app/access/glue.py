@@ -17,7 +17,7 @@ from typing import Any, Optional
 import orjson
 
 from . import structured as S
-from .access_protocol import ApiError
+from ..errors import ApiError
 
 COMMIT_WAIT_S = 5.0   # never hold an answer longer than this for the ledger
 
@@ -120,8 +120,8 @@ async def _structured(app: Any, access: Any, ctx: Any, out: Any) -> Any:
     extra_usage: list = []
 
     async def escalate(route: str):
-        from .dispatch import forward
-        from .policy import Decision
+        from ..dispatch.forward import forward
+        from ..decision.policy import Decision
         dd = Decision(bucket=ctx.bucket, route=route, reason="structured_escalation", pin="route",
                       has_image=has_image, est_tokens=d.est_tokens if d else 0)
         o2 = await forward(rt, app.session, app.metrics, app.logs, dd, "/chat/completions",

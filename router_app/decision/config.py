@@ -15,7 +15,7 @@ from typing import Any, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .access_config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Price, Structured
+from ..access.config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Price, Structured
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 AUTO_MODEL = "homelab/auto"

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from .access_protocol import ApiError
+from ..errors import ApiError
 from .config import AUTO_MODEL, BUCKET_PREFIX, UNKNOWN_BUCKET, VISION_BUCKET, RouterConfig
 
 IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})

@@ -18,10 +18,10 @@ from typing import Callable, Optional
 import aiohttp
 import orjson
 
-from .access_protocol import ApiError
-from .config import RouterConfig
-from .policy import Decision, Policy
-from .telemetry import Logs, Metrics, now_iso
+from ..errors import ApiError
+from ..decision.config import RouterConfig
+from ..decision.policy import Decision, Policy
+from ..ops.telemetry import Logs, Metrics, now_iso
 
 
 @dataclass

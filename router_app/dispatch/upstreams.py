@@ -9,7 +9,7 @@ from typing import Optional
 
 import aiohttp
 
-from .config import Route, RouterConfig
+from ..decision.config import Route, RouterConfig
 
 
 class RouteState:

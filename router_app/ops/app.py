@@ -26,10 +26,10 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from .access_protocol import ApiError
+from ..errors import ApiError
 
 if TYPE_CHECKING:   # pragma: no cover
-    from .api import RouterApp
+    from ..v1.app import RouterApp
 
 PROM_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -158,7 +158,7 @@ TAGS = [
 
 # ===================================================================================== the app
 def build_ops_app(router: "RouterApp") -> FastAPI:
-    from . import __version__
+    from .. import __version__
 
     app = FastAPI(
         title="homelab-router operations",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import importlib
 import itertools
 import os
 import signal
@@ -22,14 +21,15 @@ from typing import Optional
 import aiohttp
 import orjson
 
-from . import access_glue
-from .access_protocol import AccessControl, ApiError, OpenAccess
-from .config import AUTO_MODEL, BUCKET_PREFIX, ConfigInvalid, RouterConfig, load_config
-from .dispatch import Outcome, Runtime, forward
-from .policy import Decision, Policy, decide, view_from_chat, view_from_completion
-from .sse import SSEFilter
-from .telemetry import Logs, Metrics, now_iso
-from .upstreams import HealthChecker, build_states, new_session
+from ..access import glue as access_glue
+from ..access.controller import build as build_access_control
+from ..access.protocol import AccessControl, ApiError, OpenAccess
+from ..decision.config import AUTO_MODEL, BUCKET_PREFIX, ConfigInvalid, RouterConfig, load_config
+from ..dispatch.forward import Outcome, Runtime, forward
+from ..decision.policy import Decision, Policy, decide, view_from_chat, view_from_completion
+from ..dispatch.sse import SSEFilter
+from ..ops.telemetry import Logs, Metrics, now_iso
+from ..dispatch.upstreams import HealthChecker, build_states, new_session
 
 JSON = b"application/json"
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -37,13 +37,8 @@ BODY_TIMEOUT_S = 60.0     # the longest a client may take to send a request body
 
 
 def build_access(cfg: RouterConfig) -> AccessControl:
-    """router_app.access.build(cfg) when that module exists (keys, budgets, rate limits); else OpenAccess."""
-    try:
-        mod = importlib.import_module("router_app.access")
-    except ImportError:
-        return OpenAccess()
-    builder = getattr(mod, "build", None)
-    return builder(cfg) if builder else OpenAccess()
+    """Keys, budgets and rate limits (router_app.access.controller); OpenAccess when auth is off is its business."""
+    return build_access_control(cfg)
 
 
 class Ctx:
@@ -94,7 +89,7 @@ class RouterApp:
             "/v1/chat/completions": self.chat, "/v1/completions": self.completions,
             "/v1/embeddings": self.embeddings,
         }
-        from .ops import build_ops_app     # here: `explain` and `check-config` never import FastAPI
+        from ..ops.app import build_ops_app     # here: `explain` and `check-config` never import FastAPI
         self.ops = build_ops_app(self)     # everything outside /v1/
 
     # ================================================================================= lifecycle

@@ -1,11 +1,11 @@
-"""router_app.inventory: compiling the router config from the inventory, and mapping router errors back."""
+"""router_app.decision.inventory: compiling the router config from the inventory, and mapping router errors back."""
 from __future__ import annotations
 
 import yaml
 
 from conftest import hi
-from router_app import inventory as ri
-from router_app.config import validate_dict
+from router_app.decision import inventory as ri
+from router_app.decision.config import validate_dict
 
 
 def _compile(model, **kw):

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from conftest import chat
-from router_app.telemetry import JsonlLog
+from router_app.ops.telemetry import JsonlLog
 
 ROUTE_HEADERS = ("x-homelab-route", "x-homelab-bucket", "x-homelab-reason", "x-homelab-overhead-ms", "x-request-id")
 
@@ -163,7 +163,7 @@ def test_unexpected_shapes_never_500(client):
 
 def test_stalled_body_gets_408_not_a_hang(router, monkeypatch):
     import socket
-    import router_app.api as api_mod
+    import router_app.v1.app as api_mod
     monkeypatch.setattr(api_mod, "BODY_TIMEOUT_S", 0.3)
     s = socket.create_connection(("127.0.0.1", router.port), timeout=5)
     try:

@@ -265,7 +265,7 @@ def test_admin_key_required_when_configured(make_router, monkeypatch):
 
 
 def test_admin_without_key_is_loopback_only(router):
-    from router_app.access_protocol import ApiError
+    from router_app.access.protocol import ApiError
     router.app._is_admin({"client": ("127.0.0.1", 5), "headers": []})
     with pytest.raises(ApiError) as ei:
         router.app._is_admin({"client": ("10.0.0.7", 5), "headers": []})

@@ -1,9 +1,9 @@
-"""The operational surface (FastAPI, router_app/ops.py) and the prefix split in front of it."""
+"""The operational surface (FastAPI, router_app/ops/app.py) and the prefix split in front of it."""
 import json
 import os
 
 from conftest import chat
-from router_app import ops
+from router_app.ops import app as ops
 
 OPS_PATHS = {"/healthz": "get", "/metrics": "get", "/stats": "get", "/admin/upstreams": "get",
              "/admin/drain/{route}": "post", "/admin/undrain/{route}": "post", "/admin/reload-config": "post",

@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover
     _JinjaUndefined = None
 
 try:  # router_app is installed (editable) in the project venv; the checks still run without it.
-    from router_app import inventory as router_inventory
+    from router_app.decision import inventory as router_inventory
 except ImportError:  # pragma: no cover - exercised only outside the venv
     router_inventory = None
 
