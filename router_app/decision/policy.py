@@ -22,7 +22,9 @@ from typing import Iterable, Optional
 from ..errors import ApiError
 from .config import AUTO_MODEL, BUCKET_PREFIX, UNKNOWN_BUCKET, VISION_BUCKET, RouterConfig
 
-IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
+# Parts only a `vision` route may receive. Audio and file parts go the same way: a text-only engine cannot read them.
+IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image", "input_audio", "audio", "audio_url", "file",
+                              "input_file", "video_url"})
 TEXT_ROLES = frozenset({"system", "user", "developer"})
 
 
@@ -314,7 +316,7 @@ class Decision:
 
 def _no_vision_error(policy: Policy, route: str) -> ApiError:
     can = ", ".join(policy.vision_routes) or "none"
-    return ApiError(400, f"the request carries an image but route '{route}' cannot see images; "
+    return ApiError(400, f"the request carries an image, audio or file part but route '{route}' cannot read them; "
                          f"routes with vision: {can}", code="image_to_blind_route")
 
 

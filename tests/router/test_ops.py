@@ -39,7 +39,7 @@ def test_errors_are_openai_shaped(client):
                                        ("GET", "/healthz/", 404, "not_found"),
                                        ("POST", "/healthz", 405, "method_not_allowed"),
                                        ("GET", "/admin/drain/eyes", 405, "method_not_allowed"),
-                                       ("GET", "/admin/whatever", 405, "method_not_allowed"),
+                                       ("GET", "/admin/whatever", 404, "not_found"),
                                        ("POST", "/admin/drain/gpu9", 404, "unknown_route")):
         r = client.request(method, path)
         assert r.status_code == status, (method, path, r.text)

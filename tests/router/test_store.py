@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from router_app.access.store import LedgerWriter, Store, StoreError, UsageRow, split_token
+from router_app.access.ledger import LedgerWriter
+from router_app.access.store import Store, StoreError, UsageRow, split_token
 from router_app.access.audit import RotatingJsonl
 
 
