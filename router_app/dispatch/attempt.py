@@ -150,7 +150,7 @@ async def attempt(session: aiohttp.ClientSession, st, path: str, data: bytes, he
                 return out
             except asyncio.CancelledError:
                 if cm.expired():
-                    which = "first_token" if cm.when() == first_at else "total"
+                    which = "total" if cm.when() >= total_at else "first_token"
                     raise EngineFailure("deadline", {"error": f"{which} deadline passed",
                                                      "deadline_s": round(cm.when() - start, 3)}) from None
                 raise
