@@ -424,8 +424,25 @@ class AccessController(ReportMixin):
             self.writer.submit(None, line)
 
     def log_structured(self, rec: dict) -> None:
-        if self._structured_log is not None:
-            self._structured_log.write(orjson.dumps(rec, default=str))
+        """One structured-validation.jsonl line: an ISO `ts` like the other logs, and the model's output (raw
+        text, validator messages that quote it) only when log_prompts is on."""
+        if self._structured_log is None:
+            return
+        rec = dict(rec)
+        t = rec.pop("time", None)
+        rec = {"ts": _iso_ms(t if isinstance(t, (int, float)) else self._clock()), **rec}
+        if not self.settings.log_prompts:
+            attempts = []
+            for a in rec.get("attempts") or []:
+                if isinstance(a, dict):
+                    a = dict(a)
+                    if a.get("raw") is not None:
+                        a["raw"] = None
+                    if a.get("errors"):
+                        a["errors"] = len(a["errors"])
+                attempts.append(a)
+            rec["attempts"] = attempts
+        self._structured_log.write(orjson.dumps(rec, default=str))
 
 def build(cfg: Any) -> AccessController:
     """Entry point used by the core (router_app.api.build_access)."""
