@@ -142,7 +142,7 @@ class Engine:
     async def _common(self, request):
         body = await request.json()
         self.requests.append(body)
-        self.headers_seen.append(dict(request.headers))
+        self.headers_seen.append({k.lower(): v for k, v in request.headers.items()})
         if self.mode == "fail500":
             return None, web.json_response({"error": {"message": "CUDA error", "type": "server_error"}}, status=500)
         if self.mode == "fail400":
