@@ -1,6 +1,6 @@
 """The real AccessControl: per-app keys, route whitelists, rpm limits, token
 budgets (reserve, then settle), the usage ledger, the audit log and per-app
-metrics. See router_app/access_protocol.py for the seam with the core and
+metrics. See router_app/access/protocol.py for the seam with the core and
 router_app/README-access.md for the user-facing semantics.
 
 Hot path (event loop): key check = dict lookup by key id + one salted SHA-256
@@ -445,7 +445,7 @@ class AccessController(ReportMixin):
         self._structured_log.write(orjson.dumps(rec, default=str))
 
 def build(cfg: Any) -> AccessController:
-    """Entry point used by the core (router_app.api.build_access)."""
+    """Entry point used by the core (router_app.v1.app.build_access)."""
     return AccessController.from_config(cfg)
 
 

@@ -1,4 +1,4 @@
-"""Glue between the HTTP core (router_app/api.py) and access control.
+"""Glue between the /v1 pipeline (router_app/v1/pipeline.py) and access control.
 
 Kept here so the core needs only one-line calls:
 

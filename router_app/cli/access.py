@@ -1,7 +1,7 @@
 """``homelab-router keys ...`` and ``homelab-router usage``.
 
 Registered into the core CLI by ``register(subparsers)``; also runnable alone
-(``python -m router_app.cli_access keys list --config PATH``).
+(``python -m router_app.cli.access keys list --config PATH``).
 
 The commands work while the router runs: they write the same SQLite file
 (WAL) and the router picks up key changes within about half a second.

@@ -238,12 +238,12 @@ def validate_router_config(
     owners: Mapping[str, RouteOwner],
     site_host: str,
 ) -> Optional[list[tuple[str, str, str]]]:
-    """Check ``config`` with ``router_app.config.validate_dict`` and map each error to (host, field, reason).
+    """Check ``config`` with ``router_app.decision.config.validate_dict`` and map each error to (host, field, reason).
 
     Returns None when the router's schema module cannot be imported (the inventory checks still run without it).
     """
     try:
-        from router_app.config import validate_dict  # noqa: PLC0415 - optional at import time
+        from router_app.decision.config import validate_dict  # noqa: PLC0415 - optional at import time
     except ImportError:
         return None
     return [map_config_error(e.path, e.message, owners, site_host) for e in validate_dict(dict(config))]
