@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Iterable
+from typing import Any, Iterable, Optional
+
+import orjson
+
+from .protocol import Principal
+from .records import _iso_ms, _prompt_text, _tokens
 
 
 class RotatingJsonl:
@@ -82,3 +87,62 @@ class RotatingJsonl:
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
+
+
+class AuditMixin:
+    """The audit and structured-validation lines of AccessController (reads its settings, writer and counters)."""
+
+    def _audit_line(self, now: float, rid: Optional[str], app: Optional[str], route: Optional[str],
+                    bucket: Optional[str], status: int, latency_ms: Optional[float], pt: int = 0,
+                    ct: int = 0, tt: int = 0, estimated: bool = False, prompt: Optional[str] = None,
+                    code: Optional[str] = None) -> Optional[bytes]:
+        if self._audit is None:
+            return None
+        rec: dict[str, Any] = {
+            "time": _iso_ms(now), "request_id": rid, "app": app, "route": route, "bucket": bucket,
+            "status": status, "latency_ms": round(latency_ms, 3) if latency_ms is not None else None,
+            "tokens": {"prompt": pt, "completion": ct, "total": tt, "estimated": estimated},
+        }
+        if code:
+            rec["error"] = code
+        if prompt is not None:
+            rec["prompt"] = prompt
+        return orjson.dumps(rec)
+
+    def observe(self, principal: Optional[Principal], usage: Optional[dict], *, route: Optional[str],
+                bucket: Optional[str], status: int, latency_ms: float, request_id: Optional[str] = None,
+                code: Optional[str] = None, body: Any = None) -> None:
+        """A call that got no ticket (refused before admission, or served
+        while auth is not enforced): one audit line, per-app counters."""
+        pt, ct, tt, _ = _tokens(usage)
+        app = principal.app if principal is not None else None
+        if app is not None and status == 403:
+            with self._lock:
+                k = (app, route or "none")
+                self._metrics.forbidden[k] = self._metrics.forbidden.get(k, 0) + 1
+        prompt = _prompt_text(body) if (self.settings.log_prompts and body is not None) else None
+        line = self._audit_line(self._clock(), request_id, app, route, bucket, status, latency_ms,
+                                pt, ct, tt or 0, False, prompt, code)
+        if line is not None:
+            self.writer.submit(None, line)
+
+    def log_structured(self, rec: dict) -> None:
+        """One structured-validation.jsonl line: an ISO `ts` like the other logs, and the model's output (raw
+        text, validator messages that quote it) only when log_prompts is on."""
+        if self._structured_log is None:
+            return
+        rec = dict(rec)
+        t = rec.pop("time", None)
+        rec = {"ts": _iso_ms(t if isinstance(t, (int, float)) else self._clock()), **rec}
+        if not self.settings.log_prompts:
+            attempts = []
+            for a in rec.get("attempts") or []:
+                if isinstance(a, dict):
+                    a = dict(a)
+                    if a.get("raw") is not None:
+                        a["raw"] = None
+                    if a.get("errors"):
+                        a["errors"] = len(a["errors"])
+                attempts.append(a)
+            rec["attempts"] = attempts
+        self._structured_log.write(orjson.dumps(rec, default=str))

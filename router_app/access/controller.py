@@ -18,14 +18,13 @@ import time
 import uuid
 from typing import Any, Callable, Iterable, Optional
 
-import orjson
 
 from .config import AccessSettings, resolve_store_path, settings_from
-from .audit import RotatingJsonl
+from .audit import AuditMixin, RotatingJsonl
 from .ledger import LedgerWriter
 from .protocol import ApiError, Principal
 from .ratelimit import RateLimiter, retry_after_header
-from .records import Ticket, _AppState, _iso, _iso_ms, _Metrics, _prompt_text, _tokens
+from .records import Ticket, _AppState, _iso, _Metrics, _prompt_text, _tokens
 from .report import ReportMixin
 from .store import KeyRecord, Store, UsageRow, split_token, utc_day, utc_month
 
@@ -83,7 +82,7 @@ def allowed_for(rec: KeyRecord, cfg: Any) -> Optional[frozenset]:
     return frozenset(allowed)
 
 
-class AccessController(ReportMixin):
+class AccessController(ReportMixin, AuditMixin):
     """Implements router_app.access_protocol.AccessControl."""
 
     def __init__(self, settings: AccessSettings, store: Store, cfg: Any = None, *,
@@ -388,61 +387,6 @@ class AccessController(ReportMixin):
         self.writer.submit(None, None, ev.set)
         return ev.wait(timeout)
 
-    # -- logs -----------------------------------------------------------------
-    def _audit_line(self, now: float, rid: Optional[str], app: Optional[str], route: Optional[str],
-                    bucket: Optional[str], status: int, latency_ms: Optional[float], pt: int = 0,
-                    ct: int = 0, tt: int = 0, estimated: bool = False, prompt: Optional[str] = None,
-                    code: Optional[str] = None) -> Optional[bytes]:
-        if self._audit is None:
-            return None
-        rec: dict[str, Any] = {
-            "time": _iso_ms(now), "request_id": rid, "app": app, "route": route, "bucket": bucket,
-            "status": status, "latency_ms": round(latency_ms, 3) if latency_ms is not None else None,
-            "tokens": {"prompt": pt, "completion": ct, "total": tt, "estimated": estimated},
-        }
-        if code:
-            rec["error"] = code
-        if prompt is not None:
-            rec["prompt"] = prompt
-        return orjson.dumps(rec)
-
-    def observe(self, principal: Optional[Principal], usage: Optional[dict], *, route: Optional[str],
-                bucket: Optional[str], status: int, latency_ms: float, request_id: Optional[str] = None,
-                code: Optional[str] = None, body: Any = None) -> None:
-        """A call that got no ticket (refused before admission, or served
-        while auth is not enforced): one audit line, per-app counters."""
-        pt, ct, tt, _ = _tokens(usage)
-        app = principal.app if principal is not None else None
-        if app is not None and status == 403:
-            with self._lock:
-                k = (app, route or "none")
-                self._metrics.forbidden[k] = self._metrics.forbidden.get(k, 0) + 1
-        prompt = _prompt_text(body) if (self.settings.log_prompts and body is not None) else None
-        line = self._audit_line(self._clock(), request_id, app, route, bucket, status, latency_ms,
-                                pt, ct, tt or 0, False, prompt, code)
-        if line is not None:
-            self.writer.submit(None, line)
-
-    def log_structured(self, rec: dict) -> None:
-        """One structured-validation.jsonl line: an ISO `ts` like the other logs, and the model's output (raw
-        text, validator messages that quote it) only when log_prompts is on."""
-        if self._structured_log is None:
-            return
-        rec = dict(rec)
-        t = rec.pop("time", None)
-        rec = {"ts": _iso_ms(t if isinstance(t, (int, float)) else self._clock()), **rec}
-        if not self.settings.log_prompts:
-            attempts = []
-            for a in rec.get("attempts") or []:
-                if isinstance(a, dict):
-                    a = dict(a)
-                    if a.get("raw") is not None:
-                        a["raw"] = None
-                    if a.get("errors"):
-                        a["errors"] = len(a["errors"])
-                attempts.append(a)
-            rec["attempts"] = attempts
-        self._structured_log.write(orjson.dumps(rec, default=str))
 
 def build(cfg: Any) -> AccessController:
     """Entry point used by the core (router_app.v1.app.build_access)."""
