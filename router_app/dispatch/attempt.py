@@ -50,7 +50,10 @@ class Outcome:
     def close(self) -> None:
         """Gives back what the outcome holds: the engine response (closed, so the engine stops) and the slot."""
         if self.resp is not None:
-            self.resp.close()
+            if self.resp.content.at_eof():
+                self.resp.release()       # read to the end: the connection goes back to the pool
+            else:
+                self.resp.close()
             self.resp = None
         if self.state is not None:
             self.state.release()
