@@ -46,32 +46,29 @@ class ClientGone(Exception):
 
 
 async def until_disconnect(receive, coro):
-    """Runs `coro`; raises ClientGone (after cancelling it) when the client disconnects first."""
-    loop = asyncio.get_running_loop()
-    work = loop.create_task(coro)
+    """Awaits `coro` in this task; raises ClientGone when the client disconnects first. A small watcher task reads
+    `receive` (after the body, the only message left is http.disconnect) and cancels this task when it comes."""
+    task = asyncio.current_task()
+    gone = False
 
     async def watch():
+        nonlocal gone
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
+                gone = True
+                task.cancel()
                 return
 
-    watcher = loop.create_task(watch())
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        work.cancel()
-        watcher.cancel()
+        return await coro
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:     # our cancel, not the server's: the client left
+            raise ClientGone() from None
         raise
-    if work.done():
+    finally:
         watcher.cancel()
-        return work.result()
-    work.cancel()
-    try:
-        await work
-    except BaseException:
-        pass
-    raise ClientGone()
 
 
 class Pipeline:
