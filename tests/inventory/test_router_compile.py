@@ -1,11 +1,11 @@
-"""router_app.inventory: compiling the router config from the inventory, and mapping router errors back."""
+"""router_app.decision.inventory: compiling the router config from the inventory, and mapping router errors back."""
 from __future__ import annotations
 
 import yaml
 
 from conftest import hi
-from router_app import inventory as ri
-from router_app.config import validate_dict
+from router_app.decision import inventory as ri
+from router_app.decision.config import validate_dict
 
 
 def _compile(model, **kw):
@@ -39,8 +39,10 @@ def test_example_compiles_to_one_route_per_engine(model):
         "max_queue": 2,
         "spill": {"text": "mouth", "image": "brain"},
         "failover": "brain",
+        "stream_usage": True,           # vLLM honours stream_options.include_usage
     }
     mouth = cfg["routes"]["mouth"]
+    assert mouth["stream_usage"] is False   # LM Studio: stream_options are sent only as the client wrote them
     assert mouth["url"] == "http://10.20.0.14:1234/v1"
     assert (mouth["max_concurrency"], mouth["max_queue"], mouth["vision"]) == (3, 0, False)
     brain = cfg["routes"]["brain"]

@@ -15,7 +15,7 @@ from aiohttp import web
 from conftest import MODELS, RouterServer, chat, engine_rig, rig_config  # noqa: E402
 from engine import Engine  # noqa: E402
 
-from router_app.store import Store
+from router_app.access.store import Store
 
 
 class ScriptedEngine(Engine):

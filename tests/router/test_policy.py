@@ -6,10 +6,10 @@ import sys
 import pytest
 
 from conftest import EXAMPLE, ROOT
-from router_app.access_protocol import ApiError
+from router_app.access.protocol import ApiError
 from router_app.cli import main as cli_main
-from router_app.config import load_config
-from router_app.policy import Policy, RequestView, decide, view_from_chat, view_from_completion
+from router_app.decision.config import load_config
+from router_app.decision.policy import Policy, RequestView, decide, view_from_chat, view_from_completion
 
 POLICY = Policy(load_config(EXAMPLE))
 
@@ -241,7 +241,7 @@ def test_explain_module_entry_point():
 
 
 def test_partially_overlapping_phrases_both_count():
-    from router_app.policy import Classifier
+    from router_app.decision.policy import Classifier
     c = Classifier({"a": ["tool use"], "b": ["use case"]}, {})
     assert c.matches("the Tool  use case") == {"tool use", "use case"}
 

@@ -57,7 +57,7 @@ homelab_rules = _shared("homelab_rules")
 homelab_site_roles = _shared("homelab_site_roles")
 
 try:  # router_app is installed (editable) in the project venv; the checks still run without it.
-    from router_app import inventory as router_inventory
+    from router_app.decision import inventory as router_inventory
 except ImportError:  # pragma: no cover - exercised only outside the venv
     router_inventory = None
 
@@ -271,6 +271,9 @@ def _engine_schema(runtimes: list[str]) -> dict[str, tuple[bool, Any]]:
         "max_concurrency": (False, opt_pos_int),
         "max_queue": (False, opt_nonneg_int),
         "queue_timeout_s": (False, opt_pos_num),
+        "first_token_timeout_s": (False, opt_pos_num),
+        "total_timeout_s": (False, opt_pos_num),
+        "stream_usage": (False, opt_bool),
         "kv_gib": (False, opt_nonneg_num),
         "aliases": (False, aliases),
         "spill": (False, _check_spill),

@@ -38,7 +38,11 @@ DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_ADMIN_KEY_ENV = "HOMELAB_ROUTER_ADMIN_KEY"
 
 # Engine keys copied verbatim into the route when the engine sets them (None means "router default").
-_OPTIONAL_ROUTE_KEYS = ("max_concurrency", "max_queue", "queue_timeout_s", "spill", "failover")
+_OPTIONAL_ROUTE_KEYS = ("max_concurrency", "max_queue", "queue_timeout_s", "spill", "failover",
+                        "first_token_timeout_s", "total_timeout_s")
+# Runtimes whose OpenAI server honours stream_options.include_usage (the router may then ask for stream usage);
+# an engine's own `stream_usage` wins.
+_STREAM_USAGE_RUNTIMES = frozenset({"vllm", "llama_server"})
 # Engine keys with an inventory-side default (always present in the route).
 _FLAG_ROUTE_KEYS = ("vision", "terminal", "embeddings")
 
@@ -118,6 +122,8 @@ def _route_from_engine(host_vars: Mapping[str, Any], engine: Mapping[str, Any]) 
     for key in _OPTIONAL_ROUTE_KEYS:
         if engine.get(key) is not None:
             out[key] = engine[key]
+    su = engine.get("stream_usage")
+    out["stream_usage"] = su if su is not None else engine.get("runtime") in _STREAM_USAGE_RUNTIMES
     return out
 
 
@@ -232,12 +238,12 @@ def validate_router_config(
     owners: Mapping[str, RouteOwner],
     site_host: str,
 ) -> Optional[list[tuple[str, str, str]]]:
-    """Check ``config`` with ``router_app.config.validate_dict`` and map each error to (host, field, reason).
+    """Check ``config`` with ``router_app.decision.config.validate_dict`` and map each error to (host, field, reason).
 
     Returns None when the router's schema module cannot be imported (the inventory checks still run without it).
     """
     try:
-        from router_app.config import validate_dict  # noqa: PLC0415 - optional at import time
+        from router_app.decision.config import validate_dict  # noqa: PLC0415 - optional at import time
     except ImportError:
         return None
     return [map_config_error(e.path, e.message, owners, site_host) for e in validate_dict(dict(config))]

@@ -15,7 +15,7 @@ from typing import Any, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .access_config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Price, Structured
+from ..access.config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Price, Structured
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 AUTO_MODEL = "homelab/auto"
@@ -68,10 +68,15 @@ class Route(_Strict):
     embeddings: bool = False
     embeddings_model: Optional[str] = None   # model id sent for /v1/embeddings (default: model)
     connect_timeout_s: float = Field(5.0, gt=0)
-    # Time allowed until the response headers (non-stream: the whole answer) arrive.
+    # Idle read timeout: the longest silence allowed between two reads from the engine.
     first_byte_timeout_s: float = Field(600.0, gt=0)
-    # Ask the engine for a usage chunk on streams (stream_options.include_usage).
-    stream_usage: bool = True
+    # Deadline for the answer to start: response headers, and for streams the first SSE bytes.
+    first_token_timeout_s: float = Field(300.0, gt=0)
+    # Deadline for the whole answer (a stream is cut with an SSE error event when it passes).
+    total_timeout_s: float = Field(900.0, gt=0)
+    # The engine honours stream_options.include_usage: the router may ask for the usage chunk on streams
+    # (and strips it again when the client did not ask). Off: stream_options are sent only as the client wrote them.
+    stream_usage: bool = False
 
     @field_validator("url")
     @classmethod

@@ -1,6 +1,6 @@
 """Config models for access control (keys, budgets, audit, prices, structured outputs).
 
-These are fields of ``RouterConfig`` (router_app/config.py imports them):
+These are fields of ``RouterConfig`` (router_app/decision/config.py imports them):
 
     auth: auto            # auto: enforce once the store holds a key | required | off
     store_path: ./state/router.sqlite3
