@@ -23,10 +23,11 @@ import aiohttp
 import orjson
 
 from . import access_glue
+from . import cors as cors_mod, responses_api    # issue 11 item 12 (new modules)
 from .access_protocol import AccessControl, ApiError, OpenAccess
 from .config import AUTO_MODEL, BUCKET_PREFIX, ConfigInvalid, RouterConfig, load_config
 from .dispatch import Outcome, Runtime, forward
-from .policy import Decision, Policy, decide, view_from_chat, view_from_completion
+from .policy import Decision, Policy, decide, unknown_model, view_from_chat, view_from_completion
 from .sse import SSEFilter
 from .telemetry import Logs, Metrics, now_iso
 from .upstreams import HealthChecker, build_states, new_session
@@ -93,6 +94,7 @@ class RouterApp:
         self.v1_post = {
             "/v1/chat/completions": self.chat, "/v1/completions": self.completions,
             "/v1/embeddings": self.embeddings,
+            "/v1/responses": self.responses,     # issue 11 item 12: Responses API by translation
         }
         from .ops import build_ops_app     # here: `explain` and `check-config` never import FastAPI
         self.ops = build_ops_app(self)     # everything outside /v1/
@@ -179,6 +181,11 @@ class RouterApp:
             path = scope["path"]
             if path.startswith("/v1/"):     # the hot path: a dict lookup, no framework
                 method = scope["method"]
+                cors = self.runtime.config.cors        # issue 11 item 12: CORS for configured origins only
+                if cors.allow_origins:
+                    if method == "OPTIONS":
+                        return await cors_mod.preflight(cors, scope, send)
+                    send = cors_mod.wrap_send(cors, scope, send)
                 if method == "POST":
                     h = self.v1_post.get(path)
                     if h is not None:
@@ -300,6 +307,9 @@ class RouterApp:
     async def embeddings(self, scope, receive, send):
         await self._proxy(scope, receive, send, "embeddings")
 
+    async def responses(self, scope, receive, send):
+        await responses_api.serve(self, scope, receive, send)   # translates, then self._proxy(..., "chat")
+
     def _decide_embeddings(self, rt: Runtime, body: dict, route_hdr: Optional[str], allowed) -> Decision:
         policy = rt.policy
         model = body.get("model") if isinstance(body.get("model"), str) else None
@@ -318,6 +328,9 @@ class RouterApp:
                         route = n
                         break
             reason = "model_pin" if route else None
+            if route is None and not policy.route_unknown_models \
+                    and model not in {BUCKET_PREFIX + b for b in policy.buckets}:  # issue 11 item 6: 404
+                raise unknown_model(model)
         pin = "route" if route else None
         if route is None:
             route = policy.embeddings_route

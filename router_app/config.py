@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .access_config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Price, Structured
+from .cors import Cors
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 AUTO_MODEL = "homelab/auto"
@@ -142,6 +143,8 @@ class RouterConfig(BaseModel):
     size_promotions: dict[str, list[Promotion]] = Field(default_factory=dict)
     embeddings: Optional[Embeddings] = None
     health: Health = Field(default_factory=Health)
+    route_unknown_models: bool = False   # true: unknown model names go to the classifier instead of a 404
+    cors: Cors = Field(default_factory=Cors)   # browser origins allowed on /v1/* (router_app/cors.py)
 
     # access control: keys, budgets, audit, prices, structured outputs (router_app/README-access.md)
     auth: AuthMode = "auto"
@@ -290,6 +293,9 @@ def _semantic_errors(cfg: RouterConfig) -> list[ConfigError]:
             add(f"prices.{rname}", f"unknown route '{rname}'")
     if cfg.structured.escalate_to and cfg.structured.escalate_to not in routes:
         add("structured.escalate_to", f"unknown route '{cfg.structured.escalate_to}'")
+    for i, b in enumerate(cfg.structured.fail_closed_buckets):
+        if b not in buckets:
+            add(f"structured.fail_closed_buckets[{i}]", f"unknown bucket '{b}'")
 
     if not any(r.terminal for r in routes.values()) and routes:
         add("routes", "no terminal route: mark the bottom of the fallback chain with terminal: true")
