@@ -578,6 +578,7 @@ class RouterApp:
             "bucket": ctx.bucket, "keywords": d.keywords if d else [], "scores": d.scores if d else {},
             "decided_route": d.route if d else None, "route": ctx.route, "reason": ctx.reason,
             "pin": d.pin if d else None, "has_image": d.has_image if d else False,
+            "skipped": d.path if d else [],     # issue 11 item 9: routes passed over (drained / forbidden)
             "est_tokens": d.est_tokens if d else 0,
             "fallback_path": [h["route"] + ":" + h["event"] for h in ctx.hops],
             "status": status, "stream": ctx.stream, "latency_ms": round(latency_ms, 3),

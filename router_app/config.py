@@ -294,7 +294,7 @@ def _semantic_errors(cfg: RouterConfig) -> list[ConfigError]:
     if cfg.structured.escalate_to and cfg.structured.escalate_to not in routes:
         add("structured.escalate_to", f"unknown route '{cfg.structured.escalate_to}'")
     for i, b in enumerate(cfg.structured.fail_closed_buckets):
-        if b not in buckets:
+        if b not in buckets and "fail_closed_buckets" in cfg.structured.model_fields_set:   # not the default
             add(f"structured.fail_closed_buckets[{i}]", f"unknown bucket '{b}'")
 
     if not any(r.terminal for r in routes.values()) and routes:
