@@ -9,6 +9,9 @@ through unchanged, with the routing headers.
 """
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import orjson
 
 from .access_protocol import ApiError
@@ -25,7 +28,17 @@ def _header(scope, name: bytes):
     return None
 
 
+async def _refuse(app, scope, send, err: ApiError, t0: float) -> None:
+    """An error before the chat step (auth, JSON, translation): counted, with the usual /v1 headers."""
+    rid = (_header(scope, b"x-request-id") or "")[:64] or f"{app._id_prefix}-{next(app._ids)}"
+    ctx = SimpleNamespace(route="none", bucket="none", reason="none", req_id=rid,
+                          overhead_ms=(time.perf_counter() - t0) * 1000)
+    app.metrics.rejected.inc((str(err.status), err.code or ""))
+    await app._send_error(send, err, app._route_headers(ctx))
+
+
 async def serve(app, scope, receive, send) -> None:
+    t0 = time.perf_counter()
     try:
         client = scope.get("client")
         app.access.authenticate(_header(scope, b"authorization"), client[0] if client else "")  # before the body
@@ -38,7 +51,7 @@ async def serve(app, scope, receive, send) -> None:
             raise ApiError(400, "request body must be a JSON object", code="invalid_request")
         chat_body = orjson.dumps(to_chat(req))
     except ApiError as err:
-        return await app._send_error(send, err)
+        return await _refuse(app, scope, send, err, t0)
 
     sent = [False]
 

@@ -147,6 +147,7 @@ def test_unsupported_fields_are_clear_400s(start, eng, extra, code, param):
         sdk(r).responses.create(model="homelab/chat", input="hi", extra_body=extra)
     err = ei.value.body
     assert err["code"] == code and err["param"] == param and err["message"]
+    assert ei.value.response.headers["x-homelab-route"] == "none" and ei.value.response.headers["x-request-id"]
     assert not eng["mouth"].requests             # nothing reached an engine
 
 
