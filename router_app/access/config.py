@@ -12,6 +12,7 @@ These are fields of ``RouterConfig`` (router_app/decision/config.py imports them
       brain: {input_per_mtok: 3.0, output_per_mtok: 15.0}
     structured:
       escalate_to: brain  # default: the terminal route
+      fail_closed_buckets: [vision]   # camera/safety buckets; others get the engine's answer untouched
       envelope: {action: escalate, reason: schema_validation_failed}
 """
 from __future__ import annotations
@@ -37,6 +38,9 @@ class Price(_Strict):
 
 class Structured(_Strict):
     escalate_to: Optional[str] = None
+    # Buckets whose structured answers fail closed (escalate, then the envelope). Route pins count when the
+    # pinned route is one of these buckets' routes. Everyone else gets the engine's answer untouched.
+    fail_closed_buckets: list[str] = Field(default_factory=lambda: ["vision"])
     envelope: dict[str, Any] = Field(
         default_factory=lambda: {"action": "escalate", "reason": "schema_validation_failed"})
 

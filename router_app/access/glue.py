@@ -116,6 +116,13 @@ async def _structured(app: Any, access: Any, ctx: Any, out: Any) -> Any:
             first = {}
     except orjson.JSONDecodeError:
         first = {}
+    # issue 11 item 1: only the camera/safety buckets fail closed; tool calls always pass through
+    if S.has_tool_calls(first) or not S.fail_closed_scope(cfg.fail_closed_buckets, d.bucket if d else None,
+                                                         d.route if d else None, rt.policy):
+        res = S.check_only(schema, first, source_route=out.route, log=access.log_structured,
+                           request_id=ctx.req_id, bucket=ctx.bucket)
+        out.extra_headers.append((b"x-homelab-structured", res.headers["x-homelab-structured"].encode()))
+        return out
 
     extra_usage: list = []
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Optional
 
 from ..errors import ApiError
-from .config import AUTO_MODEL
-from .policy import Decision, Policy
+from .config import AUTO_MODEL, BUCKET_PREFIX
+from .policy import Decision, Policy, unknown_model
 
 
 def decide_embeddings(policy: Policy, body: dict, route_hdr: Optional[str], allowed) -> Decision:
@@ -28,6 +28,9 @@ def decide_embeddings(policy: Policy, body: dict, route_hdr: Optional[str], allo
                     route = n
                     break
         reason = "model_pin" if route else None
+        if route is None and not policy.route_unknown_models \
+                and model not in {BUCKET_PREFIX + b for b in policy.buckets}:  # issue 11 item 6: 404
+            raise unknown_model(model)
     pin = "route" if route else None
     if route is None:
         route = policy.embeddings_route

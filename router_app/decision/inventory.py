@@ -9,7 +9,9 @@ Inventory shapes (see CONTRACTS.md):
   max_concurrency, max_queue, queue_timeout_s, spill, failover, terminal, embeddings, api_key_env?}, ...]``;
 * site variables ``homelab_router_port``, ``router_buckets``, ``router_tie_break``, ``router_size_promotions`` and
   ``router_embeddings_route`` have the shapes of the router config keys ``listen.port``, ``buckets``, ``tie_break``,
-  ``size_promotions`` and ``embeddings.route``.
+  ``size_promotions`` and ``embeddings.route``; the optional ``router_structured_fail_closed_buckets``,
+  ``router_route_unknown_models`` and ``router_cors_allow_origins`` those of ``structured.fail_closed_buckets``,
+  ``route_unknown_models`` and ``cors.allow_origins`` (None: the router's default).
 
 One route per engine entry, across all GPU hosts, in inventory order. The route's upstream URL is
 ``http://<homelab_address>:<port>/v1`` and its upstream key is read from the environment variable named by
@@ -139,6 +141,9 @@ def compile_router_config(
     admin_key_env: Optional[str] = DEFAULT_ADMIN_KEY_ENV,
     log_dir: Optional[str] = None,
     extra: Optional[Mapping[str, Any]] = None,
+    fail_closed_buckets: Optional[Iterable[str]] = None,
+    route_unknown_models: Optional[bool] = None,
+    cors_allow_origins: Optional[Iterable[str]] = None,
 ) -> dict[str, Any]:
     """Build the router config dict (the YAML the router reads) from the inventory.
 
@@ -172,6 +177,13 @@ def compile_router_config(
     embeddings = embeddings_route or first_embeddings
     if embeddings:
         config["embeddings"] = {"route": embeddings}
+    # issue 11: None leaves the router's default (fail closed: [vision]; unknown models: 404; CORS: none)
+    if fail_closed_buckets is not None:
+        config["structured"] = {"fail_closed_buckets": list(fail_closed_buckets)}
+    if route_unknown_models is not None:
+        config["route_unknown_models"] = route_unknown_models
+    if cors_allow_origins is not None:
+        config["cors"] = {"allow_origins": list(cors_allow_origins)}
     if extra:
         config.update(extra)
     return _plain(config)
@@ -187,7 +199,12 @@ _SITE_KEYS = {
     "size_promotions": "router_size_promotions",
     "embeddings": "router_embeddings_route",
     "listen": "homelab_router_port",
+    "structured": "router_structured_fail_closed_buckets",
+    "route_unknown_models": "router_route_unknown_models",
+    "cors": "router_cors_allow_origins",
 }
+# Router keys whose sub-key the inventory variable stands for (structured.fail_closed_buckets[0] -> ...[0]).
+_SITE_SUBKEY = {"structured": "structured.fail_closed_buckets", "cors": "cors.allow_origins"}
 
 # Route keys whose inventory field differs from the router key.
 _ROUTE_FIELD = {"url": "port", "model": "served_name"}
@@ -229,6 +246,9 @@ def map_config_error(
             return site_host, inv, message
         if head == "listen":
             return site_host, inv, f"{path}: {message}"
+        sub = _SITE_SUBKEY.get(head)
+        if sub and path.startswith(sub):
+            return site_host, inv + path[len(sub):], message
         return site_host, inv + path[len(head):], message
     return site_host, path, message
 

@@ -8,10 +8,12 @@ Rules (strongest first):
   2. model: an alias, a route name or a route's model id  -> route pin   (reason model_pin)
      model: homelab/<bucket> (not an alias)               -> bucket pin  (reason model_pin)
   3. metadata.homelab_bucket in the body                  -> bucket pin  (reason metadata_hint)
-  4. anything else (homelab/auto, unknown names)          -> keyword classifier (bucket_match / no_match)
+  4. homelab/auto, no model                               -> keyword classifier (bucket_match / no_match)
+     any other model name: 404 model_not_found, or the classifier when route_unknown_models is true
 An image part sends every non-route-pinned request to the `vision` bucket (reason image_present).
 Size promotion applies to buckets only (never to route pins), when the estimate is strictly greater than over_tokens.
-Drained routes and routes the caller may not use are skipped for non-pinned traffic by following the failover chain.
+Drained routes and routes the caller may not use are skipped for non-pinned traffic by following the failover chain;
+auto-routed traffic whose route the key may not use goes to the best route it may use (router_app/decision/keyscope.py).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Iterable, Optional
 from ..errors import ApiError
 from .classifier import Classifier
 from .config import AUTO_MODEL, BUCKET_PREFIX, VISION_BUCKET, RouterConfig
+from .keyscope import reroute
 
 # Parts only a `vision` route may receive. Audio and file parts go the same way: a text-only engine cannot read them.
 IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image", "input_audio", "audio", "audio_url", "file",
@@ -151,6 +154,7 @@ class Policy:
                            for b, ps in cfg.size_promotions.items()}
         self.vision_routes = tuple(n for n in self.route_names if self.vision[n])
         self.embeddings_route = cfg.embeddings.route if cfg.embeddings else None
+        self.route_unknown_models = cfg.route_unknown_models   # false: unknown model names are a 404
 
     def resolve_route_name(self, name: str) -> Optional[str]:
         if name in self.routes:
@@ -203,6 +207,11 @@ class Decision:
         }
 
 
+def unknown_model(model: str) -> ApiError:
+    """OpenAI's answer for a model it does not serve (opt out: route_unknown_models: true)."""
+    return ApiError(404, f"The model `{model}` does not exist", code="model_not_found", param="model")
+
+
 def _no_vision_error(policy: Policy, route: str) -> ApiError:
     can = ", ".join(policy.vision_routes) or "none"
     return ApiError(400, f"the request carries an image, audio or file part but route '{route}' cannot read them; "
@@ -241,6 +250,8 @@ def decide(policy: Policy, view: RequestView, drained: Iterable[str] = frozenset
             pinned_route, reason = r, "model_pin"
         elif model.startswith(BUCKET_PREFIX) and model[len(BUCKET_PREFIX):] in policy.buckets:
             bucket, reason = model[len(BUCKET_PREFIX):], "model_pin"
+        elif not policy.route_unknown_models:     # issue 11 item 6: unknown names are a 404 unless opted in
+            raise unknown_model(model)
 
     if pinned_route is not None:
         if has_image and not policy.vision[pinned_route]:
@@ -284,6 +295,14 @@ def decide(policy: Policy, view: RequestView, drained: Iterable[str] = frozenset
             raise _no_vision_error(policy, route)
         path.append(route)
         route, reason = chain[0], "image_present"
+
+    # issue 11 item 9: an auto-routed request goes to the best route the key may use (router_app/decision/keyscope.py)
+    if pin is None and allowed_routes is not None and route not in allowed_routes:
+        alt = reroute(policy, bucket, route, scores, has_image, est, allowed_routes, drained)
+        if alt is not None:
+            path.append(route)
+            reason = f"{route}_forbidden"
+            bucket, route = alt
 
     # skip drained and forbidden routes along the failover chain
     drained = drained or ()

@@ -16,7 +16,7 @@ def account(app, ctx: Ctx, access) -> None:
     pt = u.get("prompt_tokens") if u else None
     ct = u.get("completion_tokens") if u else None
     m = app.metrics
-    m.requests.inc((ctx.endpoint, ctx.route, ctx.bucket, str(status)))
+    m.requests.inc((ctx.surface, ctx.route, ctx.bucket, str(status)))
     if status and status < 499 and ctx.route != "none":
         m.latency.observe((ctx.route,), latency_ms / 1000)
     m.overhead.observe((), ctx.overhead_ms)
@@ -26,11 +26,12 @@ def account(app, ctx: Ctx, access) -> None:
         m.tokens.inc((ctx.route, "completion"), ct)
     d = ctx.decision
     rec = {
-        "ts": now_iso(), "id": ctx.req_id, "endpoint": ctx.endpoint,
+        "ts": now_iso(), "id": ctx.req_id, "endpoint": ctx.surface,
         "app": getattr(ctx.principal, "app", None),
         "bucket": ctx.bucket, "keywords": d.keywords if d else [], "scores": d.scores if d else {},
         "decided_route": d.route if d else None, "route": ctx.route, "reason": ctx.reason,
         "pin": d.pin if d else None, "has_image": d.has_image if d else False,
+        "skipped": d.path if d else [],     # issue 11 item 9: routes passed over (drained / forbidden)
         "est_tokens": d.est_tokens if d else 0,
         "fallback_path": [h["route"] + ":" + h["event"] for h in ctx.hops],
         "status": status, "stream": ctx.stream, "latency_ms": round(latency_ms, 3),

@@ -30,6 +30,8 @@ from ..errors import ApiError
 from ..ops.app import build_ops_app
 from ..ops.telemetry import Logs, Metrics, now_iso
 from . import body as _body
+from . import cors as cors_mod
+from . import responses
 from .ctx import begin, route_headers
 from .errors import send_error
 from .models import serve_models
@@ -68,7 +70,7 @@ class RouterApp:
         self.started = False
         self.pipeline = Pipeline(self)
         self.v1_post = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
-                        "/v1/embeddings": "embeddings"}
+                        "/v1/embeddings": "embeddings", "/v1/responses": "responses"}
         self.ops = build_ops_app(self)     # everything outside /v1/
 
     def new_request_id(self) -> str:
@@ -172,8 +174,15 @@ class RouterApp:
             path = scope["path"]
             if path.startswith("/v1/"):     # the hot path: a dict lookup, no framework
                 method = scope["method"]
+                cors = self.runtime.config.cors        # issue 11 item 12: CORS for configured origins only
+                if cors.allow_origins:
+                    if method == "OPTIONS":
+                        return await cors_mod.preflight(cors, scope, send)
+                    send = cors_mod.wrap_send(cors, scope, send)
                 if method == "POST":
                     endpoint = self.v1_post.get(path)
+                    if endpoint == "responses":     # issue 11 item 12: the Responses API, by translation
+                        return await responses.serve(self.pipeline, scope, receive, send)
                     if endpoint is not None:
                         return await self.pipeline.handle(scope, receive, send, endpoint)
                 elif method == "GET" or method == "HEAD":

@@ -11,10 +11,11 @@ class Ctx:
     __slots__ = ("t0", "req_id", "endpoint", "rt", "body", "decision", "principal", "ticket", "stream",
                  "client_usage", "usage_added", "route", "bucket", "reason", "hops", "status", "usage",
                  "overhead_ms", "error_code", "authz", "route_hdr", "bucket_hdr", "client_host", "body_s",
-                 "upstream_s", "queue_s", "allowed")
+                 "upstream_s", "queue_s", "allowed", "surface")
 
     def __init__(self, t0: float, req_id: str, endpoint: str, rt):
         self.t0, self.req_id, self.endpoint, self.rt = t0, req_id, endpoint, rt
+        self.surface = endpoint       # the API the client called (`responses` runs as a `chat` call)
         self.body = None
         self.decision: Optional[Decision] = None
         self.principal = None

@@ -126,3 +126,21 @@ def test_validate_router_config_maps_every_error(model):
     gpu_hosts = {h: model["hostvars"][h] for h in model["groups"]["gpu_nodes"]}
     mapped = ri.validate_router_config(cfg, ri.route_owners(gpu_hosts), "ai-gateway")
     assert [(h, f) for h, f, _ in mapped] == [("win-5090", "engines[0].max_concurrency")]
+
+
+def test_issue11_site_vars_compile_and_map_back(model):
+    """router_structured_fail_closed_buckets / router_route_unknown_models / router_cors_allow_origins."""
+    site = model["site"]
+    assert site["router_structured_fail_closed_buckets"] == ["vision"]
+    cfg = _compile(model, fail_closed_buckets=site["router_structured_fail_closed_buckets"],
+                   route_unknown_models=site["router_route_unknown_models"],
+                   cors_allow_origins=site["router_cors_allow_origins"])
+    assert cfg["structured"] == {"fail_closed_buckets": ["vision"]}
+    assert cfg["route_unknown_models"] is False and cfg["cors"] == {"allow_origins": []}
+    assert validate_dict(cfg) == []
+    assert "structured" not in _compile(model) and "cors" not in _compile(model)   # None: the router's defaults
+    owners = ri.route_owners({h: model["hostvars"][h] for h in model["groups"]["gpu_nodes"]})
+    for kw, field in (({"fail_closed_buckets": ["cameras"]}, "router_structured_fail_closed_buckets[0]"),
+                      ({"cors_allow_origins": ["chat.example"]}, "router_cors_allow_origins")):
+        mapped = ri.validate_router_config(_compile(model, **kw), owners, "ai-gateway")
+        assert [(h, f) for h, f, _ in mapped] == [("ai-gateway", field)]
