@@ -38,6 +38,7 @@ class Engine:
         self.disconnects = 0           # answers the router stopped reading (client side went away)
         self.latency_s = 0.0
         self.stream_chunks = 3
+        self.stream_usage = True       # false: an engine that ignores stream_options (no usage chunk)
         self.chunk_delay_s = 0.0
         self.requests: list = []    # parsed bodies received on /v1/*
         self.in_flight = 0
@@ -203,7 +204,7 @@ class Engine:
             await resp.write(chunk({"content": f"{self.name}-{i} "}))
         await resp.write(chunk({}, "stop"))
         so = body.get("stream_options") or {}
-        if so.get("include_usage"):
+        if so.get("include_usage") and self.stream_usage:
             await resp.write(ev({"id": "s-1", "object": "chat.completion.chunk", "model": body.get("model"),
                                  "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3,
                                                           "total_tokens": 8}}))

@@ -90,6 +90,17 @@ def test_stream_events(start, eng):
     assert done.output_text == "mouth-0 mouth-1 mouth-2 " and done.status == "completed"
     assert done.usage.total_tokens == 8 and done.usage.input_tokens == 5
     assert events[0].response.id == done.id
+    # the translated body asks for usage as a chat client may; the route's stream_usage does not matter
+    assert eng["mouth"].requests[-1]["stream_options"] == {"include_usage": True}
+
+
+def test_stream_without_usage_from_the_engine(start, eng):
+    r = start()
+    eng["mouth"].stream_usage = False       # an engine that ignores stream_options.include_usage
+    events = list(sdk(r).responses.create(model="homelab/chat", input="hi", stream=True))
+    assert [e.type for e in events][-1] == "response.completed"
+    done = events[-1].response
+    assert done.output_text == "mouth-0 mouth-1 mouth-2 " and done.status == "completed" and done.usage is None
 
 
 def test_tool_call_round_trip(start, eng):
@@ -178,6 +189,7 @@ def test_same_pipeline_auth_unknown_model_and_ledger(start, eng, tmp_path):
         assert rows == [("webapp", "mouth", 18, 200)]
         r.flush_logs()
         dec = [json.loads(ln) for ln in (tmp_path / "logs" / "router-decisions.jsonl").read_text().splitlines()]
-        assert dec[-1]["route"] == "mouth" and dec[-1]["status"] == 200
+        assert dec[-1]["route"] == "mouth" and dec[-1]["status"] == 200 and dec[-1]["endpoint"] == "responses"
+        assert {d["endpoint"] for d in dec} == {"responses"}     # the refused calls too
     finally:
         store.close()
