@@ -14,8 +14,7 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..access.config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Price, Structured
-from ..v1.cors import Cors
+from ..access.config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Cors, Price, Structured
 from .yamlload import load_yaml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024

@@ -1,4 +1,5 @@
-"""CORS for browser clients on /v1/*, for configured origins only (config `cors.allow_origins`, default none).
+"""CORS for browser clients on /v1/*, for configured origins only (config `cors.allow_origins`, default none;
+the schema is `Cors` in router_app/access/config.py).
 
     cors:
       allow_origins: ["https://chat.home.example"]   # exact origins (scheme://host[:port]); "*" allows any
@@ -13,30 +14,11 @@
 """
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from ..access.config import Cors
 
 EXPOSE = (b"x-homelab-route, x-homelab-bucket, x-homelab-reason, x-homelab-overhead-ms, x-homelab-structured, "
           b"x-request-id, retry-after")
 METHODS = b"GET, POST, OPTIONS"
-
-
-class Cors(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    allow_origins: list[str] = Field(default_factory=list)
-    max_age_s: int = Field(600, ge=0)
-
-    @field_validator("allow_origins")
-    @classmethod
-    def _origins(cls, v: list[str]) -> list[str]:
-        out = []
-        for o in v:
-            o = str(o).strip().rstrip("/")
-            if o != "*" and not (o.startswith("http://") or o.startswith("https://")):
-                raise ValueError(f"'{o}': an origin is scheme://host[:port] (or '*')")
-            if o != "*" and "/" in o.split("://", 1)[1]:
-                raise ValueError(f"'{o}': an origin has no path")
-            out.append(o)
-        return out
 
 
 def _origin(scope) -> bytes | None:
