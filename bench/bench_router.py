@@ -177,7 +177,7 @@ def main() -> int:
         cfg["health"] = {"interval_s": 60, "timeout_s": 2}
         if args.keys:
             sys.path.insert(0, ROOT)
-            from router_app.store import Store
+            from router_app.access.store import Store
             cfg["store_path"] = os.path.join(tmp, "router.sqlite3")
             cfg["auth"] = "required"
             st = Store(cfg["store_path"])

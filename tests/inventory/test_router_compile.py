@@ -1,11 +1,11 @@
-"""router_app.inventory: compiling the router config from the inventory, and mapping router errors back."""
+"""router_app.decision.inventory: compiling the router config from the inventory, and mapping router errors back."""
 from __future__ import annotations
 
 import yaml
 
 from conftest import hi
-from router_app import inventory as ri
-from router_app.config import validate_dict
+from router_app.decision import inventory as ri
+from router_app.decision.config import validate_dict
 
 
 def _compile(model, **kw):
@@ -39,8 +39,10 @@ def test_example_compiles_to_one_route_per_engine(model):
         "max_queue": 2,
         "spill": {"text": "mouth", "image": "brain"},
         "failover": "brain",
+        "stream_usage": True,           # vLLM honours stream_options.include_usage
     }
     mouth = cfg["routes"]["mouth"]
+    assert mouth["stream_usage"] is False   # LM Studio: stream_options are sent only as the client wrote them
     assert mouth["url"] == "http://10.20.0.14:1234/v1"
     assert (mouth["max_concurrency"], mouth["max_queue"], mouth["vision"]) == (3, 0, False)
     brain = cfg["routes"]["brain"]
@@ -124,3 +126,21 @@ def test_validate_router_config_maps_every_error(model):
     gpu_hosts = {h: model["hostvars"][h] for h in model["groups"]["gpu_nodes"]}
     mapped = ri.validate_router_config(cfg, ri.route_owners(gpu_hosts), "ai-gateway")
     assert [(h, f) for h, f, _ in mapped] == [("win-5090", "engines[0].max_concurrency")]
+
+
+def test_issue11_site_vars_compile_and_map_back(model):
+    """router_structured_fail_closed_buckets / router_route_unknown_models / router_cors_allow_origins."""
+    site = model["site"]
+    assert site["router_structured_fail_closed_buckets"] == ["vision"]
+    cfg = _compile(model, fail_closed_buckets=site["router_structured_fail_closed_buckets"],
+                   route_unknown_models=site["router_route_unknown_models"],
+                   cors_allow_origins=site["router_cors_allow_origins"])
+    assert cfg["structured"] == {"fail_closed_buckets": ["vision"]}
+    assert cfg["route_unknown_models"] is False and cfg["cors"] == {"allow_origins": []}
+    assert validate_dict(cfg) == []
+    assert "structured" not in _compile(model) and "cors" not in _compile(model)   # None: the router's defaults
+    owners = ri.route_owners({h: model["hostvars"][h] for h in model["groups"]["gpu_nodes"]})
+    for kw, field in (({"fail_closed_buckets": ["cameras"]}, "router_structured_fail_closed_buckets[0]"),
+                      ({"cors_allow_origins": ["chat.example"]}, "router_cors_allow_origins")):
+        mapped = ri.validate_router_config(_compile(model, **kw), owners, "ai-gateway")
+        assert [(h, f) for h, f, _ in mapped] == [("ai-gateway", field)]

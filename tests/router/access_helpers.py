@@ -27,5 +27,5 @@ def make_cfg(tmp_path, **extra):
     data.setdefault("log_dir", str(tmp_path / "logs"))
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump(data))
-    from router_app.config import load_config
+    from router_app.decision.config import load_config
     return load_config(str(path))

@@ -13,7 +13,7 @@ import yaml
 sys.path.insert(0, os.path.dirname(__file__))
 from engine import Engine, free_port  # noqa: E402
 
-from router_app.api import create_app  # noqa: E402
+from router_app.v1.app import create_app  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "router_app" / "examples" / "four-node.yaml"

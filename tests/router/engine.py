@@ -13,6 +13,9 @@ import time
 from aiohttp import web
 
 
+BROKEN = frozenset({"truncated", "html", "not_sse", "empty_stream", "dribble", "dribble_stream"})
+
+
 def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -27,9 +30,15 @@ class Engine:
         self.model = model
         self.port = port or free_port()
         self.health_endpoint = health
-        self.mode = "ok"            # ok | fail500 | fail400 | hang | health_down
+        # ok | fail500 | fail400 | hang | health_down, and broken 200s: truncated | html | not_sse | empty_stream |
+        # dribble (1 byte per dribble_s, whole answer) | dribble_stream (first event at once, then 1 byte per dribble_s)
+        self.mode = "ok"
+        self.dribble_s = 0.1
+        self.headers_seen: list = []   # request headers received on /v1/*
+        self.disconnects = 0           # answers the router stopped reading (client side went away)
         self.latency_s = 0.0
         self.stream_chunks = 3
+        self.stream_usage = True       # false: an engine that ignores stream_options (no usage chunk)
         self.chunk_delay_s = 0.0
         self.requests: list = []    # parsed bodies received on /v1/*
         self.in_flight = 0
@@ -92,6 +101,9 @@ class Engine:
         self.chunk_delay_s = 0.0
         self.stream_chunks = 3
         self.requests.clear()
+        self.headers_seen.clear()
+        self.disconnects = 0
+        self.dribble_s = 0.1
         self.max_in_flight = 0
         self.finished_streams = 0
         self.release()
@@ -131,6 +143,7 @@ class Engine:
     async def _common(self, request):
         body = await request.json()
         self.requests.append(body)
+        self.headers_seen.append({k.lower(): v for k, v in request.headers.items()})
         if self.mode == "fail500":
             return None, web.json_response({"error": {"message": "CUDA error", "type": "server_error"}}, status=500)
         if self.mode == "fail400":
@@ -154,6 +167,8 @@ class Engine:
             body, err = await self._common(request)
             if err is not None:
                 return err
+            if self.mode in BROKEN:
+                return await self._broken(request, body)
             if body.get("stream"):
                 return await self._stream(request, body, chat)
             if self.latency_s:
@@ -189,13 +204,48 @@ class Engine:
             await resp.write(chunk({"content": f"{self.name}-{i} "}))
         await resp.write(chunk({}, "stop"))
         so = body.get("stream_options") or {}
-        if so.get("include_usage"):
+        if so.get("include_usage") and self.stream_usage:
             await resp.write(ev({"id": "s-1", "object": "chat.completion.chunk", "model": body.get("model"),
                                  "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3,
                                                           "total_tokens": 8}}))
         await resp.write(b"data: [DONE]\n\n")
         self.finished_streams += 1
         await resp.write_eof()
+        return resp
+
+    async def _broken(self, request, body):
+        """A 200 that is not what was asked for, or one that takes its time."""
+        mode = self.mode
+        if mode == "truncated":
+            return web.Response(body=b'{"id": "x-1", "object": "chat.completion", "choices": [{"ind',
+                                content_type="application/json")
+        if mode == "html":
+            return web.Response(body=b"<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html")
+        if mode == "not_sse":
+            return web.json_response({"id": "x-1", "object": "chat.completion", "choices": []})
+        if mode == "empty_stream":
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write_eof()
+            return resp
+        if mode == "dribble_stream":
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(b'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n')
+            payload = b'data: {"choices": [{"index": 0, "delta": {"content": "' + b"x" * 400 + b'"}}]}\n\n'
+        else:   # dribble: a whole JSON answer, one byte at a time
+            payload = json.dumps({"id": "x-1", "object": "chat.completion", "model": body.get("model"),
+                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "y" * 400},
+                                               "finish_reason": "stop"}]}).encode()
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await resp.prepare(request)
+        try:
+            for i in range(len(payload)):
+                await resp.write(payload[i:i + 1])
+                await asyncio.sleep(self.dribble_s)
+            await resp.write_eof()
+        except ConnectionError:      # the router stopped reading: it cut the answer
+            self.disconnects += 1
         return resp
 
     async def embeddings(self, request):

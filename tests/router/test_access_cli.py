@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from router_app import cli_access
-from router_app.store import Store, UsageRow
+from router_app.cli import access as cli_access
+from router_app.access.store import Store, UsageRow
 from access_helpers import make_cfg
 
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from conftest import MODELS, RouterServer, chat, engine_rig, rig_config  # noqa: E402
 from engine import Engine  # noqa: E402
 
-from router_app.store import Store
+from router_app.access.store import Store
 
 
 class ScriptedEngine(Engine):
@@ -146,9 +146,10 @@ def test_error_paths_and_visibility(rig):
         assert resp.status_code == 200 and resp.headers["x-homelab-route"] == "brain"
         resp = chat(c, "tell me about owls", headers=bearer(chat_key))
         assert resp.headers["x-homelab-route"] == "mouth"
-        # cam may only use eyes: a reasoning request (brain, terminal) has nowhere to go -> 403
+        # cam may only use eyes: a reasoning request (brain) is served within the key (issue 11 item 9)
         resp = chat(c, "review the architecture risk", headers=bearer(cam_key))
-        assert resp.status_code == 403
+        assert resp.status_code == 200 and resp.headers["x-homelab-route"] == "eyes"
+        assert resp.headers["x-homelab-reason"] == "brain_forbidden"
         # embeddings go to eyes: bot may not, cam may
         assert c.post("/v1/embeddings", json={"input": "x"}, headers=bearer(chat_key)).status_code == 403
         assert c.post("/v1/embeddings", json={"input": "x"}, headers=bearer(cam_key)).status_code == 200
@@ -375,4 +376,4 @@ def test_reload_keeps_counters_and_takes_new_prices(rig):
         assert m == ['homelab_app_cost_equivalent_usd_total{app="bot",route="mouth"} 0.000036'], m  # 2 x 18 tokens at $1/M
         x = chat(c, "hi", model="homelab/chat2", headers=bearer(key))
         assert x.status_code == 403                               # whitelist re-resolved on the new config
-        assert chat(c, "hello", model="homelab/brain", headers=bearer(key)).status_code in (400, 403)
+        assert chat(c, "hello", model="homelab/brain", headers=bearer(key)).status_code in (400, 403, 404)

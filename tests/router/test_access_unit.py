@@ -8,11 +8,11 @@ import time
 import pytest
 import yaml
 
-from router_app.access import AccessController, resolve_models
-from router_app.access_config import settings_from
-from router_app.access_protocol import ApiError
-from router_app.config import parse_dict
-from router_app.store import Store
+from router_app.access.controller import AccessController, resolve_models
+from router_app.access.config import settings_from
+from router_app.access.protocol import ApiError
+from router_app.decision.config import parse_dict
+from router_app.access.store import Store
 
 from access_helpers import BASE, make_cfg  # noqa: E402
 
@@ -270,7 +270,7 @@ def test_metrics_and_keys_report(tmp_path):
 
 
 def test_config_validation(tmp_path):
-    from router_app.config import validate_dict
+    from router_app.decision.config import validate_dict
     bad = dict(BASE, auth="sometimes", audit_log={"max_bytes": 10}, prices={"nope": {"input_per_mtok": 1}},
                structured={"escalate_to": "nowhere"})
     paths = {e.path for e in validate_dict(bad)}

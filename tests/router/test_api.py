@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from conftest import chat
-from router_app.telemetry import JsonlLog
+from router_app.ops.telemetry import JsonlLog
 
 ROUTE_HEADERS = ("x-homelab-route", "x-homelab-bucket", "x-homelab-reason", "x-homelab-overhead-ms", "x-request-id")
 
@@ -148,14 +148,15 @@ def test_embeddings_go_to_the_embeddings_route(client, engines):
     assert r.headers["x-homelab-bucket"] == "embeddings"
     assert len(r.json()["data"]) == 2
     assert engines["eyes"].requests[-1]["model"] == "qwen2.5-vl-7b-router-awq"
-    r = client.post("/v1/embeddings", json={"model": "homelab/review", "input": "a"})
-    assert r.headers["x-homelab-route"] == "brain"
+    r = client.post("/v1/embeddings", json={"model": "homelab/review", "input": "a"})   # brain: no embeddings
+    assert r.status_code == 400 and r.json()["error"]["code"] == "embeddings_unsupported"
+    assert "eyes" in r.json()["error"]["message"] and engines["brain"].requests == []
 
 
 def test_unexpected_shapes_never_500(client):
     for body in ({"messages": [{"role": "user", "content": None}]},
                  {"messages": [{"role": "user", "content": [{"type": "text"}, 5, "s"]}], "metadata": "x"},
-                 {"messages": [{"role": "user"}], "model": 5, "stream": "yes"},
+                 {"messages": [{"role": "user"}], "model": 5},
                  {"messages": [{"content": {"a": 1}}], "stream_options": 3}):
         r = client.post("/v1/chat/completions", json=body)
         assert r.status_code == 200, (body, r.text)
@@ -163,8 +164,7 @@ def test_unexpected_shapes_never_500(client):
 
 def test_stalled_body_gets_408_not_a_hang(router, monkeypatch):
     import socket
-    import router_app.api as api_mod
-    monkeypatch.setattr(api_mod, "BODY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(router.app, "body_timeout_s", 0.3)
     s = socket.create_connection(("127.0.0.1", router.port), timeout=5)
     try:
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

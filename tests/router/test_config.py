@@ -6,7 +6,7 @@ import pytest
 
 from conftest import EXAMPLE, ROOT, example_dict
 from router_app.cli import main as cli_main
-from router_app.config import ConfigInvalid, load_config, validate_dict
+from router_app.decision.config import ConfigInvalid, load_config, validate_dict
 
 
 def errs(cfg):

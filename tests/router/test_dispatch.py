@@ -265,11 +265,15 @@ def test_admin_key_required_when_configured(make_router, monkeypatch):
 
 
 def test_admin_without_key_is_loopback_only(router):
-    from router_app.access_protocol import ApiError
-    router.app._is_admin({"client": ("127.0.0.1", 5), "headers": []})
-    with pytest.raises(ApiError) as ei:
-        router.app._is_admin({"client": ("10.0.0.7", 5), "headers": []})
-    assert ei.value.status == 403
+    from router_app.errors import ApiError
+    from router_app.ops.auth import check_admin
+    check_admin({"client": ("127.0.0.1", 5), "headers": []}, router.app.admin_key)
+    for scope in ({"client": ("10.0.0.7", 5), "headers": []},
+                  # loopback, but through a reverse proxy on the same host (Caddy): not loopback
+                  {"client": ("127.0.0.1", 5), "headers": [(b"x-forwarded-for", b"192.0.2.7")]}):
+        with pytest.raises(ApiError) as ei:
+            check_admin(scope, router.app.admin_key)
+        assert ei.value.status == 403
 
 
 def test_pinned_route_still_spills_when_saturated(make_router, engines):

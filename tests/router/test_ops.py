@@ -1,9 +1,9 @@
-"""The operational surface (FastAPI, router_app/ops.py) and the prefix split in front of it."""
+"""The operational surface (FastAPI, router_app/ops/app.py) and the prefix split in front of it."""
 import json
 import os
 
 from conftest import chat
-from router_app import ops
+from router_app.ops import app as ops
 
 OPS_PATHS = {"/healthz": "get", "/metrics": "get", "/stats": "get", "/admin/upstreams": "get",
              "/admin/drain/{route}": "post", "/admin/undrain/{route}": "post", "/admin/reload-config": "post",
@@ -39,7 +39,7 @@ def test_errors_are_openai_shaped(client):
                                        ("GET", "/healthz/", 404, "not_found"),
                                        ("POST", "/healthz", 405, "method_not_allowed"),
                                        ("GET", "/admin/drain/eyes", 405, "method_not_allowed"),
-                                       ("GET", "/admin/whatever", 405, "method_not_allowed"),
+                                       ("GET", "/admin/whatever", 404, "not_found"),
                                        ("POST", "/admin/drain/gpu9", 404, "unknown_route")):
         r = client.request(method, path)
         assert r.status_code == status, (method, path, r.text)

@@ -6,10 +6,10 @@ import sys
 import pytest
 
 from conftest import EXAMPLE, ROOT
-from router_app.access_protocol import ApiError
+from router_app.access.protocol import ApiError
 from router_app.cli import main as cli_main
-from router_app.config import load_config
-from router_app.policy import Policy, RequestView, decide, view_from_chat, view_from_completion
+from router_app.decision.config import load_config
+from router_app.decision.policy import Policy, RequestView, decide, view_from_chat, view_from_completion
 
 POLICY = Policy(load_config(EXAMPLE))
 
@@ -145,8 +145,12 @@ def test_overrides_strongest_first():
     # metadata hint beats the classifier
     d = d_for("refactor code", body=body)
     assert (d.bucket, d.reason) == ("utility", "metadata_hint")
-    # any other model name -> classifier
-    d = d_for("refactor code", model="gpt-4o")
+    # any other model name -> 404 model_not_found (issue 11 item 6); the classifier when the operator opts in
+    with pytest.raises(ApiError) as ei:
+        d_for("refactor code", model="gpt-4o")
+    assert ei.value.status == 404 and ei.value.code == "model_not_found"
+    cfg = load_config(EXAMPLE).model_copy(update={"route_unknown_models": True})
+    d = decide(Policy(cfg), view_from_chat({"model": "gpt-4o", "messages": [{"role": "user", "content": "refactor"}]}))
     assert (d.bucket, d.reason) == ("coding", "bucket_match")
 
 
@@ -202,10 +206,35 @@ def test_allowed_routes_follow_the_failover_chain():
     d = d_for("refactor code", allowed=frozenset({"brain"}))
     assert (d.route, d.reason) == ("brain", "hands_forbidden")
     with pytest.raises(ApiError) as ei:
-        d_for("refactor code", allowed=frozenset({"mouth"}))
+        d_for("x", model="homelab/code", allowed=frozenset({"brain"}))
+    assert ei.value.status == 403
+
+
+def test_auto_routing_stays_within_the_key():
+    """Issue 11 item 9: a chat-only key sending 'refactor this' is served by a route it may use, not a 403."""
+    chat_only = frozenset({"mouth"})
+    d = d_for("refactor code", allowed=chat_only)
+    assert (d.bucket, d.route, d.reason, d.path) == ("coding", "mouth", "hands_forbidden", ["hands"])
+    # another bucket that scored wins first (best score, then tie_break): coding is forbidden, utility scored
+    d = d_for("refactor and rewrite this", allowed=chat_only)
+    assert (d.bucket, d.route, d.reason) == ("utility", "mouth", "hands_forbidden")
+    # then the failover chain: hands -> brain
+    d = d_for("refactor and rewrite this", allowed=frozenset({"brain", "eyes"}))
+    assert (d.bucket, d.route) == ("coding", "brain")
+    # an image needs a route that sees: a key with only the blind mouth gets a 403
+    with pytest.raises(ApiError) as ei:
+        d_for("what is this", body={"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]}, allowed=chat_only)
+    assert ei.value.status == 403
+    # drained routes are not candidates
+    assert d_for("refactor code", allowed=frozenset({"mouth", "eyes"}), drained={"mouth"}).route == "eyes"
+    # pins are never rerouted
+    with pytest.raises(ApiError) as ei:
+        d_for("x", model="homelab/code", allowed=chat_only)
     assert ei.value.status == 403
     with pytest.raises(ApiError) as ei:
-        d_for("x", model="homelab/code", allowed=frozenset({"brain"}))
+        d_for("refactor code", model="homelab/coding", allowed=chat_only)
     assert ei.value.status == 403
 
 
@@ -241,7 +270,7 @@ def test_explain_module_entry_point():
 
 
 def test_partially_overlapping_phrases_both_count():
-    from router_app.policy import Classifier
+    from router_app.decision.policy import Classifier
     c = Classifier({"a": ["tool use"], "b": ["use case"]}, {})
     assert c.matches("the Tool  use case") == {"tool use", "use case"}
 

@@ -1,5 +1,5 @@
 """SSEFilter: whole events forwarded as they complete; the usage-only chunk read and (optionally) dropped."""
-from router_app.sse import SSEFilter
+from router_app.dispatch.sse import SSEFilter
 
 CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
 USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n'

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from router_app.store import LedgerWriter, Store, StoreError, UsageRow, split_token
-from router_app.audit import RotatingJsonl
+from router_app.access.ledger import LedgerWriter
+from router_app.access.store import Store, StoreError, UsageRow, split_token
+from router_app.access.audit import RotatingJsonl
 
 
 def _row(rid: str, app: str = "bot", tokens: int = 10, ts: float | None = None) -> UsageRow:

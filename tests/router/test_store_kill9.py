@@ -17,7 +17,7 @@ import yaml
 from conftest import example_dict  # noqa: E402
 from engine import Engine, free_port  # noqa: E402
 
-from router_app.store import Store
+from router_app.access.store import Store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -47,6 +47,7 @@ def test_caddyfile(host):
     assert f.contains("tls internal")
     assert f.contains("flush_interval -1")
     assert f.contains("health_uri /healthz")
+    assert f.contains("@internal path /metrics /metrics/\\* /stats /stats/\\*")
     assert f.contains("remote_ip 127.0.0.1/32 ::1/128 192.0.2.0/24")
     assert host.run("caddy validate --adapter caddyfile --config /etc/caddy/Caddyfile").rc == 0
 
@@ -71,6 +72,13 @@ def test_router_config_compiled_from_inventory(host):
 def test_https_healthz_through_caddy(host):
     out = host.check_output(f"{CURL} https://{SITE}/healthz")
     assert json.loads(out) == {"status": "ok"}
+
+
+def test_metrics_and_stats_are_not_forwarded(host):
+    """App names and usage stay on the gateway: Caddy answers 404 itself (the router sees no request)."""
+    for path in ("/metrics", "/stats"):
+        out = host.run(f"{CURL} -o /dev/null -w '%{{http_code}}' https://{SITE}{path}")
+        assert out.stdout.strip() == "404", (path, out.stdout, out.stderr)
 
 
 def test_chat_completion_through_caddy_router_engine(host):

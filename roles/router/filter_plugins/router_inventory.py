@@ -1,6 +1,6 @@
 """Filters that compile the homelab-router config from the Ansible inventory.
 
-The compilation itself is ``router_app.inventory.compile_router_config`` (one schema, owned by the router);
+The compilation itself is ``router_app.decision.inventory.compile_router_config`` (one schema, owned by the router);
 this plugin only gathers the inventory data and hands it over.
 """
 from __future__ import annotations
@@ -16,16 +16,16 @@ _REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..",
 
 def _inventory_module():
     try:
-        from router_app import inventory  # noqa: PLC0415
+        from router_app.decision import inventory  # noqa: PLC0415
     except ImportError:
         # Not installed in the control node's Python: use the checkout this role lives in.
         if _REPO_ROOT not in sys.path:
             sys.path.insert(0, _REPO_ROOT)
         try:
-            from router_app import inventory  # noqa: PLC0415
+            from router_app.decision import inventory  # noqa: PLC0415
         except ImportError as exc:
             raise AnsibleFilterError(
-                f"router_app.inventory cannot be imported (looked in the control node's Python and {_REPO_ROOT}): {exc}"
+                f"router_app.decision.inventory cannot be imported (looked in the control node's Python and {_REPO_ROOT}): {exc}"
             ) from exc
     return inventory
 

@@ -57,7 +57,7 @@ homelab_rules = _shared("homelab_rules")
 homelab_site_roles = _shared("homelab_site_roles")
 
 try:  # router_app is installed (editable) in the project venv; the checks still run without it.
-    from router_app import inventory as router_inventory
+    from router_app.decision import inventory as router_inventory
 except ImportError:  # pragma: no cover - exercised only outside the venv
     router_inventory = None
 
@@ -93,12 +93,15 @@ HOST_KEYS = (
 GATEWAY_KEYS = (
     "homelab_router_port", "router_buckets", "router_tie_break", "router_size_promotions",
     "router_embeddings_route", "caddy_http_port", "caddy_https_port", "caddy_admin_listen",
+    "router_structured_fail_closed_buckets", "router_route_unknown_models", "router_cors_allow_origins",
 )
 SITE_KEYS = ("homelab_vlans", "homelab_router_port", "router_buckets", "router_tie_break",
-             "router_size_promotions", "router_embeddings_route")
+             "router_size_promotions", "router_embeddings_route",
+             "router_structured_fail_closed_buckets", "router_route_unknown_models", "router_cors_allow_origins")
 
 ROUTER_KEYS = ("homelab_router_port", "router_buckets", "router_tie_break", "router_size_promotions",
-               "router_embeddings_route")
+               "router_embeddings_route",
+               "router_structured_fail_closed_buckets", "router_route_unknown_models", "router_cors_allow_origins")
 
 _MISSING = object()
 
@@ -271,6 +274,9 @@ def _engine_schema(runtimes: list[str]) -> dict[str, tuple[bool, Any]]:
         "max_concurrency": (False, opt_pos_int),
         "max_queue": (False, opt_nonneg_int),
         "queue_timeout_s": (False, opt_pos_num),
+        "first_token_timeout_s": (False, opt_pos_num),
+        "total_timeout_s": (False, opt_pos_num),
+        "stream_usage": (False, opt_bool),
         "kv_gib": (False, opt_nonneg_num),
         "aliases": (False, aliases),
         "spill": (False, _check_spill),
@@ -861,6 +867,10 @@ def router_configs(model: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]
             tie_break=tie if _is_list(tie) else None,
             size_promotions=proms if isinstance(proms, Mapping) else None,
             embeddings_route=view.get("router_embeddings_route") or None if _is_str(view.get("router_embeddings_route")) else None,
+            # issue 11: passed as given (None: the router's default); the router's schema reports bad shapes
+            fail_closed_buckets=view.get("router_structured_fail_closed_buckets"),
+            route_unknown_models=view.get("router_route_unknown_models"),
+            cors_allow_origins=view.get("router_cors_allow_origins"),
         )))
     return out
 

@@ -9,7 +9,8 @@ from typing import Optional
 
 import aiohttp
 
-from .config import Route, RouterConfig
+from ..decision.config import Route, RouterConfig
+from ..ops.telemetry import now_iso
 
 
 class RouteState:
@@ -99,11 +100,14 @@ class RouteState:
                 fut.set_result(True)
 
     # ----------------------------------------------------------------------------- health
-    def mark_down(self, error: str) -> None:
+    def mark_down(self, error: str) -> bool:
+        """Returns True when this call took the route down (it was healthy)."""
+        was = self.healthy
         self.healthy = False
         self.last_error = error
         self.last_error_at = time.time()
         self.consecutive_failures += 1
+        return was
 
     def mark_up(self) -> None:
         self.healthy = True
@@ -117,6 +121,13 @@ class RouteState:
             "max_queue": self.max_queue, "vision": self.cfg.vision, "terminal": self.cfg.terminal,
             "last_error": self.last_error, "last_error_at": self.last_error_at, "last_ok_at": self.last_ok_at,
         }
+
+
+def mark_route_down(st: RouteState, detail: str, logs) -> None:
+    """Marks a route down after a failed request; the transition goes to router-events.jsonl, as probes' do."""
+    if st.mark_down(detail):
+        logs.events.write({"ts": now_iso(), "event": "health", "route": st.name, "healthy": False,
+                           "detail": detail, "source": "request"})
 
 
 def build_states(cfg: RouterConfig, old: Optional[dict] = None) -> dict:

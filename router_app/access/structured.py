@@ -18,6 +18,12 @@ Draft 2020-12 otherwise). Outcomes:
                      "schema_validation_failed", "source_route": "eyes",
                      "raw": "..."}``. Never an empty answer.
 
+Scope (issue 11 item 1): the fail-closed policy above applies only to the buckets listed in
+``structured.fail_closed_buckets`` (default ``[vision]``: camera events) and to route pins onto those buckets'
+routes. Any other request gets its engine's answer untouched: validated and logged, with the header
+``x-homelab-structured: valid | invalid``. An answer carrying ``tool_calls`` always passes through
+(``x-homelab-structured: tool_calls``), in every bucket.
+
 Every case (including ``valid``) is one line in ``structured-validation.jsonl``.
 The content is checked as sent: no code-fence stripping, no repair.
 """
@@ -106,6 +112,39 @@ def response_content(resp: Any) -> Optional[str]:
     return c if isinstance(c, str) else None
 
 
+def has_tool_calls(resp: Any) -> bool:
+    """True when the engine answered with tool calls: those always pass through (issue 11 item 1)."""
+    try:
+        tc = resp["choices"][0]["message"].get("tool_calls")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return False
+    return isinstance(tc, list) and bool(tc)
+
+
+def fail_closed_scope(buckets: list, bucket: Optional[str], route: Optional[str], policy: Any) -> bool:
+    """A request fails closed when its bucket is listed in ``structured.fail_closed_buckets``, or when it is
+    pinned to a route one of those buckets routes to (``homelab/vision`` -> eyes, the vision bucket's route)."""
+    if bucket in buckets:
+        return True
+    return bucket == "pinned" and any(policy.buckets.get(b) == route for b in buckets)
+
+
+def check_only(schema: dict, first: dict, *, source_route: str, log: Optional[Callable[[dict], None]] = None,
+               request_id: Optional[str] = None, bucket: Optional[str] = None) -> Outcome:
+    """Outside the fail-closed buckets: validate and log, never change the answer.
+    Outcomes: ``tool_calls`` | ``valid`` | ``invalid_passed`` (the engine's answer, untouched)."""
+    if has_tool_calls(first):
+        out = Outcome("tool_calls", first, source_route, [], {"x-homelab-structured": "tool_calls"})
+    else:
+        content = response_content(first)
+        errs = validate_content(schema, content)
+        out = Outcome("invalid_passed" if errs else "valid", first, source_route,
+                      [Attempt(source_route, 200, content, errs)],
+                      {"x-homelab-structured": "invalid" if errs else "valid"})
+    _log(log, out, request_id, bucket)
+    return out
+
+
 def validate_content(schema: dict, content: Optional[str]) -> list[str]:
     """[] when ``content`` is JSON valid against ``schema``; else the reasons."""
     if content is None or not content.strip():
@@ -186,6 +225,10 @@ async def enforce(
     """Validate ``first`` (the engine's 200 answer) and apply the fail-closed
     policy. ``escalate_to`` None or equal to ``source_route`` skips the
     escalation (the request is already where it would go)."""
+    if has_tool_calls(first):     # the model chose to call a tool: never replaced by the envelope
+        out = Outcome("tool_calls", first, source_route, [], {"x-homelab-structured": "tool_calls"})
+        _log(log, out, request_id, bucket)
+        return out
     content = response_content(first)
     errs = validate_content(schema, content)
     a1 = Attempt(source_route, 200, content, errs)

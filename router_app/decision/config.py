@@ -12,10 +12,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .access_config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Price, Structured
+from ..access.config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Cors, Price, Structured
+from .yamlload import load_yaml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 AUTO_MODEL = "homelab/auto"
@@ -68,10 +68,15 @@ class Route(_Strict):
     embeddings: bool = False
     embeddings_model: Optional[str] = None   # model id sent for /v1/embeddings (default: model)
     connect_timeout_s: float = Field(5.0, gt=0)
-    # Time allowed until the response headers (non-stream: the whole answer) arrive.
+    # Idle read timeout: the longest silence allowed between two reads from the engine.
     first_byte_timeout_s: float = Field(600.0, gt=0)
-    # Ask the engine for a usage chunk on streams (stream_options.include_usage).
-    stream_usage: bool = True
+    # Deadline for the answer to start: response headers, and for streams the first SSE bytes.
+    first_token_timeout_s: float = Field(300.0, gt=0)
+    # Deadline for the whole answer (a stream is cut with an SSE error event when it passes).
+    total_timeout_s: float = Field(900.0, gt=0)
+    # The engine honours stream_options.include_usage: the router may ask for the usage chunk on streams
+    # (and strips it again when the client did not ask). Off: stream_options are sent only as the client wrote them.
+    stream_usage: bool = False
 
     @field_validator("url")
     @classmethod
@@ -142,6 +147,8 @@ class RouterConfig(BaseModel):
     size_promotions: dict[str, list[Promotion]] = Field(default_factory=dict)
     embeddings: Optional[Embeddings] = None
     health: Health = Field(default_factory=Health)
+    route_unknown_models: bool = False   # true: unknown model names go to the classifier instead of a 404
+    cors: Cors = Field(default_factory=Cors)   # browser origins allowed on /v1/* (router_app/v1/cors.py)
 
     # access control: keys, budgets, audit, prices, structured outputs (router_app/README-access.md)
     auth: AuthMode = "auto"
@@ -290,6 +297,9 @@ def _semantic_errors(cfg: RouterConfig) -> list[ConfigError]:
             add(f"prices.{rname}", f"unknown route '{rname}'")
     if cfg.structured.escalate_to and cfg.structured.escalate_to not in routes:
         add("structured.escalate_to", f"unknown route '{cfg.structured.escalate_to}'")
+    for i, b in enumerate(cfg.structured.fail_closed_buckets):
+        if b not in buckets and "fail_closed_buckets" in cfg.structured.model_fields_set:   # not the default
+            add(f"structured.fail_closed_buckets[{i}]", f"unknown bucket '{b}'")
 
     if not any(r.terminal for r in routes.values()) and routes:
         add("routes", "no terminal route: mark the bottom of the fallback chain with terminal: true")
@@ -358,24 +368,6 @@ def validate_dict(data: dict) -> list[ConfigError]:
     return parse_dict(data)[1]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML would silently keep the last one)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            try:
-                key = self.construct_object(key_node, deep=True)
-                hash(key)
-            except Exception:
-                continue
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}' (first at line {seen[key] + 1})", key_node.start_mark)
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_config(path: str | os.PathLike) -> RouterConfig:
     path = os.fspath(path)
     try:
@@ -384,11 +376,9 @@ def load_config(path: str | os.PathLike) -> RouterConfig:
     except OSError as exc:
         raise ConfigInvalid([ConfigError("<file>", f"cannot read {path}: {exc.strerror or exc}")]) from None
     try:
-        data = yaml.load(raw, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
-        raise ConfigInvalid([ConfigError(where, f"YAML syntax error: {getattr(exc, 'problem', None) or exc}")]) from None
+        data = load_yaml(raw)
+    except ValueError as exc:      # (where, message) of the YAML syntax error
+        raise ConfigInvalid([ConfigError(*exc.args)]) from None
     if data is None:
         data = {}
     cfg, errs = parse_dict(data)

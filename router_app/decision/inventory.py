@@ -9,7 +9,9 @@ Inventory shapes (see CONTRACTS.md):
   max_concurrency, max_queue, queue_timeout_s, spill, failover, terminal, embeddings, api_key_env?}, ...]``;
 * site variables ``homelab_router_port``, ``router_buckets``, ``router_tie_break``, ``router_size_promotions`` and
   ``router_embeddings_route`` have the shapes of the router config keys ``listen.port``, ``buckets``, ``tie_break``,
-  ``size_promotions`` and ``embeddings.route``.
+  ``size_promotions`` and ``embeddings.route``; the optional ``router_structured_fail_closed_buckets``,
+  ``router_route_unknown_models`` and ``router_cors_allow_origins`` those of ``structured.fail_closed_buckets``,
+  ``route_unknown_models`` and ``cors.allow_origins`` (None: the router's default).
 
 One route per engine entry, across all GPU hosts, in inventory order. The route's upstream URL is
 ``http://<homelab_address>:<port>/v1`` and its upstream key is read from the environment variable named by
@@ -38,7 +40,11 @@ DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_ADMIN_KEY_ENV = "HOMELAB_ROUTER_ADMIN_KEY"
 
 # Engine keys copied verbatim into the route when the engine sets them (None means "router default").
-_OPTIONAL_ROUTE_KEYS = ("max_concurrency", "max_queue", "queue_timeout_s", "spill", "failover")
+_OPTIONAL_ROUTE_KEYS = ("max_concurrency", "max_queue", "queue_timeout_s", "spill", "failover",
+                        "first_token_timeout_s", "total_timeout_s")
+# Runtimes whose OpenAI server honours stream_options.include_usage (the router may then ask for stream usage);
+# an engine's own `stream_usage` wins.
+_STREAM_USAGE_RUNTIMES = frozenset({"vllm", "llama_server"})
 # Engine keys with an inventory-side default (always present in the route).
 _FLAG_ROUTE_KEYS = ("vision", "terminal", "embeddings")
 
@@ -118,6 +124,8 @@ def _route_from_engine(host_vars: Mapping[str, Any], engine: Mapping[str, Any]) 
     for key in _OPTIONAL_ROUTE_KEYS:
         if engine.get(key) is not None:
             out[key] = engine[key]
+    su = engine.get("stream_usage")
+    out["stream_usage"] = su if su is not None else engine.get("runtime") in _STREAM_USAGE_RUNTIMES
     return out
 
 
@@ -133,6 +141,9 @@ def compile_router_config(
     admin_key_env: Optional[str] = DEFAULT_ADMIN_KEY_ENV,
     log_dir: Optional[str] = None,
     extra: Optional[Mapping[str, Any]] = None,
+    fail_closed_buckets: Optional[Iterable[str]] = None,
+    route_unknown_models: Optional[bool] = None,
+    cors_allow_origins: Optional[Iterable[str]] = None,
 ) -> dict[str, Any]:
     """Build the router config dict (the YAML the router reads) from the inventory.
 
@@ -166,6 +177,13 @@ def compile_router_config(
     embeddings = embeddings_route or first_embeddings
     if embeddings:
         config["embeddings"] = {"route": embeddings}
+    # issue 11: None leaves the router's default (fail closed: [vision]; unknown models: 404; CORS: none)
+    if fail_closed_buckets is not None:
+        config["structured"] = {"fail_closed_buckets": list(fail_closed_buckets)}
+    if route_unknown_models is not None:
+        config["route_unknown_models"] = route_unknown_models
+    if cors_allow_origins is not None:
+        config["cors"] = {"allow_origins": list(cors_allow_origins)}
     if extra:
         config.update(extra)
     return _plain(config)
@@ -181,7 +199,12 @@ _SITE_KEYS = {
     "size_promotions": "router_size_promotions",
     "embeddings": "router_embeddings_route",
     "listen": "homelab_router_port",
+    "structured": "router_structured_fail_closed_buckets",
+    "route_unknown_models": "router_route_unknown_models",
+    "cors": "router_cors_allow_origins",
 }
+# Router keys whose sub-key the inventory variable stands for (structured.fail_closed_buckets[0] -> ...[0]).
+_SITE_SUBKEY = {"structured": "structured.fail_closed_buckets", "cors": "cors.allow_origins"}
 
 # Route keys whose inventory field differs from the router key.
 _ROUTE_FIELD = {"url": "port", "model": "served_name"}
@@ -223,6 +246,9 @@ def map_config_error(
             return site_host, inv, message
         if head == "listen":
             return site_host, inv, f"{path}: {message}"
+        sub = _SITE_SUBKEY.get(head)
+        if sub and path.startswith(sub):
+            return site_host, inv + path[len(sub):], message
         return site_host, inv + path[len(head):], message
     return site_host, path, message
 
@@ -232,12 +258,12 @@ def validate_router_config(
     owners: Mapping[str, RouteOwner],
     site_host: str,
 ) -> Optional[list[tuple[str, str, str]]]:
-    """Check ``config`` with ``router_app.config.validate_dict`` and map each error to (host, field, reason).
+    """Check ``config`` with ``router_app.decision.config.validate_dict`` and map each error to (host, field, reason).
 
     Returns None when the router's schema module cannot be imported (the inventory checks still run without it).
     """
     try:
-        from router_app.config import validate_dict  # noqa: PLC0415 - optional at import time
+        from router_app.decision.config import validate_dict  # noqa: PLC0415 - optional at import time
     except ImportError:
         return None
     return [map_config_error(e.path, e.message, owners, site_host) for e in validate_dict(dict(config))]

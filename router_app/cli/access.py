@@ -1,7 +1,7 @@
 """``homelab-router keys ...`` and ``homelab-router usage``.
 
 Registered into the core CLI by ``register(subparsers)``; also runnable alone
-(``python -m router_app.cli_access keys list --config PATH``).
+(``python -m router_app.cli.access keys list --config PATH``).
 
 The commands work while the router runs: they write the same SQLite file
 (WAL) and the router picks up key changes within about half a second.
@@ -14,12 +14,12 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-from .access_config import resolve_store_path, settings_from
-from .store import Store, StoreError, utc_day, utc_month
+from ..access.config import resolve_store_path, settings_from
+from ..access.store import Store, StoreError, utc_day, utc_month
 
 
 def _load(config_path: str):
-    from .config import ConfigInvalid, load_config
+    from ..decision.config import ConfigInvalid, load_config
     try:
         cfg = load_config(config_path)
     except ConfigInvalid as e:
@@ -46,7 +46,7 @@ def _err(msg: str, code: int = 2) -> int:
 
 
 def cmd_create(a: argparse.Namespace) -> int:
-    from .access import resolve_models
+    from ..access.controller import resolve_models
     cfg = _load(a.config)
     routes = _csv(a.routes)
     models = _csv(a.models)

@@ -1,4 +1,4 @@
-"""Glue between the HTTP core (router_app/api.py) and access control.
+"""Glue between the /v1 pipeline (router_app/v1/pipeline.py) and access control.
 
 Kept here so the core needs only one-line calls:
 
@@ -17,7 +17,7 @@ from typing import Any, Optional
 import orjson
 
 from . import structured as S
-from .access_protocol import ApiError
+from ..errors import ApiError
 
 COMMIT_WAIT_S = 5.0   # never hold an answer longer than this for the ledger
 
@@ -116,16 +116,24 @@ async def _structured(app: Any, access: Any, ctx: Any, out: Any) -> Any:
             first = {}
     except orjson.JSONDecodeError:
         first = {}
+    # issue 11 item 1: only the camera/safety buckets fail closed; tool calls always pass through
+    if S.has_tool_calls(first) or not S.fail_closed_scope(cfg.fail_closed_buckets, d.bucket if d else None,
+                                                         d.route if d else None, rt.policy):
+        res = S.check_only(schema, first, source_route=out.route, log=access.log_structured,
+                           request_id=ctx.req_id, bucket=ctx.bucket)
+        out.extra_headers.append((b"x-homelab-structured", res.headers["x-homelab-structured"].encode()))
+        return out
 
     extra_usage: list = []
 
     async def escalate(route: str):
-        from .dispatch import forward
-        from .policy import Decision
+        from ..dispatch.forward import forward
+        from ..decision.policy import Decision
         dd = Decision(bucket=ctx.bucket, route=route, reason="structured_escalation", pin="route",
                       has_image=has_image, est_tokens=d.est_tokens if d else 0)
         o2 = await forward(rt, app.session, app.metrics, app.logs, dd, "/chat/completions",
-                           app._body_builder(ctx, "chat", False), False, allowed, ctx.req_id, fallback=False)
+                           app._body_builder(ctx, "chat", False), False, allowed, ctx.req_id, fallback=False,
+                           timing=ctx)
         try:
             body = orjson.loads(o2.body) if o2.body[:1] == b"{" else None
         except orjson.JSONDecodeError:
@@ -141,6 +149,8 @@ async def _structured(app: Any, access: Any, ctx: Any, out: Any) -> Any:
                           request_id=ctx.req_id, bucket=ctx.bucket)
     for u in extra_usage:
         ctx.usage = _add_usage(ctx.usage, u)
+    if extra_usage or len(getattr(res, "attempts", ()) or ()) > 1:    # an escalation was tried
+        ctx.hops.append({"route": out.route, "event": "structured_escalation"})
     if res.outcome == "valid":
         out.extra_headers.append((b"x-homelab-structured", b"valid"))
         return out

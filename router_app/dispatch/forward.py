@@ -1,16 +1,18 @@
 """Dispatch: take a Decision to an engine, honouring caps, bounded queues, spill and failover.
 
   * A route at its cap queues up to max_queue (bounded by queue_timeout_s), then spills (reason <route>_saturated).
-  * A route marked down, a connect failure, a timeout or a 5xx before the first byte -> failover (<route>_down) and
-    the route is marked down until an active probe succeeds.
+  * A route marked down, or an engine failure before the first byte (router_app/dispatch/attempt.py: connect error,
+    timeout, deadline, 5xx, a 200 that is not what was asked for) -> failover (<route>_down); the route is marked
+    down until an active probe succeeds.
   * An engine's 4xx is the client's answer: passed through unchanged, no failover, no health mark.
   * Nothing is retried once a byte has gone to the client (the api only sends after `forward` returns).
-  * Chains end at a terminal route; unavailable/busy there -> 503 with Retry-After (never a quiet downgrade).
+  * Chains end at a terminal route; unavailable/busy there -> 503 with Retry-After and x-should-retry: false.
   * Images never move to a route without vision; drained and forbidden routes are skipped on every hop.
+  * A slot taken here is given back on every path out, exceptions and cancellation included; a stream's slot
+    travels with its Outcome, whose close() gives it back.
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -18,10 +20,12 @@ from typing import Callable, Optional
 import aiohttp
 import orjson
 
-from .access_protocol import ApiError
-from .config import RouterConfig
-from .policy import Decision, Policy
-from .telemetry import Logs, Metrics, now_iso
+from ..decision.config import RouterConfig
+from ..decision.policy import Decision, Policy
+from ..errors import ApiError
+from ..ops.telemetry import Logs, Metrics, now_iso
+from .attempt import EngineFailure, Outcome, attempt
+from .upstreams import mark_route_down
 
 
 @dataclass
@@ -37,37 +41,13 @@ class Runtime:
         self.drained = frozenset(n for n, s in self.states.items() if s.drained)
 
 
-class Outcome:
-    __slots__ = ("status", "content_type", "body", "first_chunk", "resp", "state", "route", "reason", "hops",
-                 "upstream_s", "queue_s", "extra_headers")
-
-    def __init__(self):
-        self.status = 0
-        self.content_type = b"application/json"
-        self.body = b""
-        self.first_chunk = None
-        self.resp: Optional[aiohttp.ClientResponse] = None
-        self.state = None         # RouteState whose slot this outcome still holds (streams)
-        self.route = ""
-        self.reason = ""
-        self.hops: list = []
-        self.upstream_s = 0.0
-        self.queue_s = 0.0
-        self.extra_headers: list = []
-
-    def close(self) -> None:
-        if self.resp is not None:
-            self.resp.release()
-            self.resp = None
-        if self.state is not None:
-            self.state.release()
-            self.state = None
-
-
 def route_error(status: int, message: str, code: str, route: str, reason: str, hops: list,
                 retry_after: Optional[int] = None) -> ApiError:
+    headers = {}
+    if status == 503:       # the router has already tried every fallback: SDKs must not retry on their own
+        headers = {"Retry-After": str(retry_after or 1), "x-should-retry": "false"}
     err = ApiError(status, message, type="server_error" if status >= 500 else "invalid_request_error", code=code,
-                   headers={"Retry-After": str(retry_after)} if retry_after else None)
+                   headers=headers)
     err.route, err.reason, err.hops = route, reason, hops  # type: ignore[attr-defined]
     return err
 
@@ -100,28 +80,27 @@ def next_route(rt: Runtime, start: str, kind: str, has_image: bool, allowed: Opt
     return None
 
 
-def _error_kind(body: bytes) -> dict:
-    """type/code of an engine error body (never its message: it may quote the prompt)."""
-    try:
-        obj = orjson.loads(body)
-        e = obj.get("error") if isinstance(obj, dict) else None
-        if isinstance(e, dict):
-            return {"type": e.get("type"), "code": e.get("code")}
-    except Exception:
-        pass
-    return {}
+class _Timing:
+    __slots__ = ("upstream_s", "queue_s")
+
+    def __init__(self):
+        self.upstream_s = 0.0
+        self.queue_s = 0.0
 
 
 async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics, logs: Logs, d: Decision,
                   path: str, build_body: Callable[[object], bytes], stream: bool, allowed: Optional[frozenset],
-                  req_id: str, fallback: bool = True) -> Outcome:
-    """Sends the request along the decision's route and its spill/failover chain. Raises ApiError (503)."""
+                  req_id: str, fallback: bool = True, timing=None) -> Outcome:
+    """Sends the request along the decision's route and its spill/failover chain. Raises ApiError (503).
+
+    `timing` (any object with float `upstream_s` and `queue_s`) is charged with the time spent in every attempt,
+    failed ones included, and in queues, so the caller can tell its own overhead apart."""
     route = d.route
     reason = d.reason
     has_image = d.has_image
     hops: list = []
     visited: set = set()
-    queue_s = 0.0
+    tm = timing if timing is not None else _Timing()
     retry_after = max(1, int(rt.config.health.interval_s + 0.999))
     perf = time.perf_counter
     while True:
@@ -139,8 +118,10 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
             ok = False
             if st.max_queue > 0:
                 tq = perf()
-                ok = await st.acquire_queued()
-                queue_s += perf() - tq
+                try:
+                    ok = await st.acquire_queued()    # gives a last-moment slot back itself when cancelled
+                finally:
+                    tm.queue_s += perf() - tq
             if not ok:
                 nxt = next_route(rt, route, "spill", has_image, allowed, visited) if fallback else None
                 reason = f"{route}_saturated"
@@ -148,66 +129,39 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
                                  f"is busy (all {st.max_concurrency} slots in use)", "route_busy",
                                  1 if st.max_queue == 0 else retry_after)
                 continue
-        # ---- send (we hold a slot on `st`)
-        data = build_body(st)
+        # ---- send: from here the slot on `st` is ours until `held` is cleared
+        held = True
         t_up = perf()
-        kind = detail = None
-        resp = None
+        failure: Optional[EngineFailure] = None
         try:
-            resp = await session.post(st.base_url + path, data=data, headers=st.headers, timeout=st.timeout)
-            if resp.status >= 500:
-                body = await resp.read()
-                kind, detail = "http_5xx", {"status": resp.status, **_error_kind(body)}
-            elif stream and resp.status == 200:
-                first = await resp.content.readany()
-                out = Outcome()
-                out.status = 200
-                out.content_type = resp.headers.get("Content-Type", "text/event-stream").encode("latin-1")
-                out.first_chunk = first
-                out.resp = resp
-                out.state = st
-                out.route, out.reason, out.hops = route, reason, hops
-                out.upstream_s = perf() - t_up
-                out.queue_s = queue_s
-                st.requests_total += 1
-                metrics.ttfb.observe((route,), out.upstream_s)
-                return out
+            try:
+                data = build_body(st)
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                raise ApiError(400, f"request body cannot be re-encoded: {exc}", code="invalid_request") from None
+            headers = st.headers
+            if req_id:
+                headers = {**headers, "X-Request-Id": req_id}
+            try:
+                out = await attempt(session, st, path, data, headers, stream)
+            except EngineFailure as f:
+                failure = f
             else:
-                body = await resp.read()
-                out = Outcome()
-                out.status = resp.status
-                ct = resp.headers.get("Content-Type")
-                if ct:
-                    out.content_type = ct.encode("latin-1")
-                out.body = body
-                ce = resp.headers.get("Content-Encoding")
-                if ce and ce != "identity":      # we asked for identity; pass any encoding on as it came
-                    out.extra_headers.append((b"content-encoding", ce.encode("latin-1")))
                 out.route, out.reason, out.hops = route, reason, hops
                 out.upstream_s = perf() - t_up
-                out.queue_s = queue_s
-                resp.release()
-                st.release()
+                out.queue_s = tm.queue_s
                 st.requests_total += 1
                 metrics.ttfb.observe((route,), out.upstream_s)
+                if out.resp is not None:      # a stream: the slot goes with the outcome
+                    out.state = st
+                    held = False
                 return out
-        except asyncio.TimeoutError:
-            kind, detail = "timeout", {"error": "no answer within the timeout"}
-        except aiohttp.ClientConnectorError as exc:
-            kind, detail = "connect", {"error": f"{type(exc).__name__}: {exc.os_error or exc}"}
-        except (aiohttp.ClientError, OSError) as exc:
-            kind, detail = "connection", {"error": f"{type(exc).__name__}: {exc}"}
-        except BaseException:
-            if resp is not None:
-                resp.release()
-            st.release()
-            raise
+        finally:
+            tm.upstream_s += perf() - t_up
+            if held:
+                st.release()
         # ---- failure before the first byte reached the client: mark down and fail over
-        if resp is not None:
-            resp.release()
-        st.release()
-        msg = f"{kind}: {detail}"
-        st.mark_down(msg)
+        kind, detail = failure.kind, failure.detail
+        mark_route_down(st, f"{kind}: {detail}", logs)
         metrics.upstream_failures.inc((route, kind))
         nxt = next_route(rt, route, "failover", has_image, allowed, visited) if fallback else None
         logs.failures.write({"ts": now_iso(), "id": req_id, "route": route, "kind": kind, **detail,

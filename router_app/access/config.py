@@ -1,6 +1,6 @@
-"""Config models for access control (keys, budgets, audit, prices, structured outputs).
+"""Config models for access control (keys, budgets, audit, prices, structured outputs, browser origins).
 
-These are fields of ``RouterConfig`` (router_app/config.py imports them):
+These are fields of ``RouterConfig`` (router_app/decision/config.py imports them):
 
     auth: auto            # auto: enforce once the store holds a key | required | off
     store_path: ./state/router.sqlite3
@@ -12,13 +12,17 @@ These are fields of ``RouterConfig`` (router_app/config.py imports them):
       brain: {input_per_mtok: 3.0, output_per_mtok: 15.0}
     structured:
       escalate_to: brain  # default: the terminal route
+      fail_closed_buckets: [vision]   # camera/safety buckets; others get the engine's answer untouched
       envelope: {action: escalate, reason: schema_validation_failed}
+    cors:                 # browser origins allowed on /v1/* (router_app/v1/cors.py serves it)
+      allow_origins: ["https://chat.home.example"]   # exact scheme://host[:port]; "*" allows any
+      max_age_s: 600
 """
 from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -37,6 +41,9 @@ class Price(_Strict):
 
 class Structured(_Strict):
     escalate_to: Optional[str] = None
+    # Buckets whose structured answers fail closed (escalate, then the envelope). Route pins count when the
+    # pinned route is one of these buckets' routes. Everyone else gets the engine's answer untouched.
+    fail_closed_buckets: list[str] = Field(default_factory=lambda: ["vision"])
     envelope: dict[str, Any] = Field(
         default_factory=lambda: {"action": "escalate", "reason": "schema_validation_failed"})
 
@@ -85,3 +92,21 @@ def resolve_store_path(s: AccessSettings, cfg: Any) -> str:
     if not os.path.isabs(p) and src:
         p = os.path.join(os.path.dirname(os.path.abspath(src)), p)
     return p
+
+
+class Cors(_Strict):
+    allow_origins: list[str] = Field(default_factory=list)
+    max_age_s: int = Field(600, ge=0)
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        out = []
+        for o in v:
+            o = str(o).strip().rstrip("/")
+            if o != "*" and not (o.startswith("http://") or o.startswith("https://")):
+                raise ValueError(f"'{o}': an origin is scheme://host[:port] (or '*')")
+            if o != "*" and "/" in o.split("://", 1)[1]:
+                raise ValueError(f"'{o}': an origin has no path")
+            out.append(o)
+        return out

@@ -1,6 +1,6 @@
 """The real AccessControl: per-app keys, route whitelists, rpm limits, token
 budgets (reserve, then settle), the usage ledger, the audit log and per-app
-metrics. See router_app/access_protocol.py for the seam with the core and
+metrics. See router_app/access/protocol.py for the seam with the core and
 router_app/README-access.md for the user-facing semantics.
 
 Hot path (event loop): key check = dict lookup by key id + one salted SHA-256
@@ -16,16 +16,17 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
-import orjson
 
-from .access_config import AccessSettings, resolve_store_path, settings_from
-from .access_protocol import ApiError, Principal
-from .audit import RotatingJsonl
+from .config import AccessSettings, resolve_store_path, settings_from
+from .audit import AuditMixin, RotatingJsonl
+from .ledger import LedgerWriter
+from .protocol import ApiError, Principal
 from .ratelimit import RateLimiter, retry_after_header
-from .store import KeyRecord, LedgerWriter, Store, UsageRow, split_token, utc_day, utc_month
+from .records import Ticket, _AppState, _iso, _Metrics, _prompt_text, _tokens
+from .report import ReportMixin
+from .store import KeyRecord, Store, UsageRow, split_token, utc_day, utc_month
 
 AUTO_MODEL = "homelab/auto"
 
@@ -38,10 +39,6 @@ def _next_month(ts: float) -> float:
     t = time.gmtime(ts)
     y, m = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
     return float(calendar.timegm((y, m, 1, 0, 0, 0, 0, 0, 0)))
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def resolve_models(models: Iterable[str], cfg: Any) -> tuple[set[str], list[str]]:
@@ -85,45 +82,7 @@ def allowed_for(rec: KeyRecord, cfg: Any) -> Optional[frozenset]:
     return frozenset(allowed)
 
 
-@dataclass
-class _AppState:
-    day: str
-    month: str
-    spent_day: int = 0
-    spent_month: int = 0
-    reserved: int = 0
-    inflight: int = 0
-
-
-@dataclass
-class Ticket:
-    ledger_id: str       # unique per admitted request (ledger primary key; never client-supplied)
-    request_id: str      # the router's request id (x-request-id), for joining with the other logs
-    app: str
-    kid: Optional[str]
-    route: str
-    reserved: int
-    est_prompt: int
-    t0: float
-    prompt: Optional[str] = None
-    settled: bool = False
-
-
-class _Metrics:
-    """Counters labelled by app and route only (bounded: keys x routes)."""
-
-    def __init__(self) -> None:
-        self.calls: dict[tuple[str, str], int] = {}
-        self.prompt: dict[tuple[str, str], int] = {}
-        self.completion: dict[tuple[str, str], int] = {}
-        self.errors: dict[tuple[str, str], int] = {}
-        self.forbidden: dict[tuple[str, str], int] = {}
-        self.rate_limited: dict[str, int] = {}
-        self.budget_refused: dict[str, int] = {}
-        self.unauthorized = 0
-
-
-class AccessController:
+class AccessController(ReportMixin, AuditMixin):
     """Implements router_app.access_protocol.AccessControl."""
 
     def __init__(self, settings: AccessSettings, store: Store, cfg: Any = None, *,
@@ -428,181 +387,9 @@ class AccessController:
         self.writer.submit(None, None, ev.set)
         return ev.wait(timeout)
 
-    # -- logs -----------------------------------------------------------------
-    def _audit_line(self, now: float, rid: Optional[str], app: Optional[str], route: Optional[str],
-                    bucket: Optional[str], status: int, latency_ms: Optional[float], pt: int = 0,
-                    ct: int = 0, tt: int = 0, estimated: bool = False, prompt: Optional[str] = None,
-                    code: Optional[str] = None) -> Optional[bytes]:
-        if self._audit is None:
-            return None
-        rec: dict[str, Any] = {
-            "time": _iso_ms(now), "request_id": rid, "app": app, "route": route, "bucket": bucket,
-            "status": status, "latency_ms": round(latency_ms, 3) if latency_ms is not None else None,
-            "tokens": {"prompt": pt, "completion": ct, "total": tt, "estimated": estimated},
-        }
-        if code:
-            rec["error"] = code
-        if prompt is not None:
-            rec["prompt"] = prompt
-        return orjson.dumps(rec)
-
-    def observe(self, principal: Optional[Principal], usage: Optional[dict], *, route: Optional[str],
-                bucket: Optional[str], status: int, latency_ms: float, request_id: Optional[str] = None,
-                code: Optional[str] = None, body: Any = None) -> None:
-        """A call that got no ticket (refused before admission, or served
-        while auth is not enforced): one audit line, per-app counters."""
-        pt, ct, tt, _ = _tokens(usage)
-        app = principal.app if principal is not None else None
-        if app is not None and status == 403:
-            with self._lock:
-                k = (app, route or "none")
-                self._metrics.forbidden[k] = self._metrics.forbidden.get(k, 0) + 1
-        prompt = _prompt_text(body) if (self.settings.log_prompts and body is not None) else None
-        line = self._audit_line(self._clock(), request_id, app, route, bucket, status, latency_ms,
-                                pt, ct, tt or 0, False, prompt, code)
-        if line is not None:
-            self.writer.submit(None, line)
-
-    def log_structured(self, rec: dict) -> None:
-        if self._structured_log is not None:
-            self._structured_log.write(orjson.dumps(rec, default=str))
-
-    # -- visibility -----------------------------------------------------------
-    def cost(self, route: Optional[str], prompt_tokens: int, completion_tokens: int) -> float:
-        p = self.settings.prices.get(route or "")
-        if p is None:
-            return 0.0
-        return (prompt_tokens * p.input_per_mtok + completion_tokens * p.output_per_mtok) / 1e6
-
-    def keys_report(self) -> list[dict[str, Any]]:
-        """For GET /admin/keys: every active key (never secrets) with usage."""
-        now = self._clock()
-        out = []
-        with self._lock:
-            self._roll(now)
-            for kid, (rec, allowed) in sorted(self._snap[0].items(), key=lambda kv: kv[1][0].app):
-                st = self._apps.get(rec.app) or _AppState(utc_day(now), utc_month(now))
-                d = rec.public()
-                d["allowed_routes"] = sorted(allowed) if allowed is not None else None
-                d["usage"] = {
-                    "tokens_today": st.spent_day, "tokens_this_month": st.spent_month,
-                    "reserved_in_flight": st.reserved, "in_flight": st.inflight,
-                    "requests_last_minute": self._rate.used(rec.app),
-                    "calls": sum(v for (a, _), v in self._metrics.calls.items() if a == rec.app),
-                }
-                d["budget_left"] = {
-                    "day": (rec.tokens_per_day - st.spent_day) if rec.tokens_per_day else None,
-                    "month": (rec.tokens_per_month - st.spent_month) if rec.tokens_per_month else None,
-                    "day_resets_at": _iso(self._day_end), "month_resets_at": _iso(self._month_end),
-                }
-                out.append(d)
-        return out
-
-    def status(self) -> dict[str, Any]:
-        return {"auth": self.settings.auth, "enforced": self.enforced, "keys": len(self._keys),
-                "ledger": {"commits": self.writer.commits, "inline_commits": self.writer.inline_commits,
-                           "rows": self.writer.rows_written,
-                           "errors": self.writer.errors}}
-
-    def render_metrics(self) -> str:
-        """Prometheus text for the per-app series (labels: app, route)."""
-        L: list[str] = []
-        with self._lock:
-            m = self._metrics
-            apps = dict(self._apps)
-            keys = list(self._keys.values())
-
-            def counter(name: str, help_: str, d: dict[tuple[str, str], int]) -> None:
-                L.append(f"# HELP {name} {help_}")
-                L.append(f"# TYPE {name} counter")
-                for (app, route), v in sorted(d.items()):
-                    L.append(f'{name}{{app="{_esc(app)}",route="{_esc(route)}"}} {v}')
-
-            counter("homelab_app_requests_total", "Admitted /v1 calls per app and route.", m.calls)
-            counter("homelab_app_prompt_tokens_total", "Prompt tokens per app and route.", m.prompt)
-            counter("homelab_app_completion_tokens_total", "Completion tokens per app and route.", m.completion)
-            counter("homelab_app_errors_total", "Admitted calls answered with status >= 400.", m.errors)
-            counter("homelab_app_forbidden_total", "Calls refused 403 (route not allowed).", m.forbidden)
-            L.append("# HELP homelab_app_cost_equivalent_usd_total Cost at the configured cloud prices.")
-            L.append("# TYPE homelab_app_cost_equivalent_usd_total counter")
-            for (app, route), n in sorted(m.calls.items()):
-                c = self.cost(route, m.prompt.get((app, route), 0), m.completion.get((app, route), 0))
-                L.append(f'homelab_app_cost_equivalent_usd_total{{app="{_esc(app)}",route="{_esc(route)}"}} {c:.6f}')
-            for name, help_, d in (
-                    ("homelab_app_rate_limited_total", "Calls refused 429 by the rpm limit.", m.rate_limited),
-                    ("homelab_app_budget_refused_total", "Calls refused 429 by a token budget.", m.budget_refused)):
-                L.append(f"# HELP {name} {help_}")
-                L.append(f"# TYPE {name} counter")
-                for app, v in sorted(d.items()):
-                    L.append(f'{name}{{app="{_esc(app)}"}} {v}')
-            L.append("# HELP homelab_auth_failures_total Calls refused 401.")
-            L.append("# TYPE homelab_auth_failures_total counter")
-            L.append(f"homelab_auth_failures_total {m.unauthorized}")
-            for name, help_, attr, per in (
-                    ("homelab_app_budget_remaining_tokens_day", "Tokens left in the UTC day budget.",
-                     "tokens_per_day", "spent_day"),
-                    ("homelab_app_budget_remaining_tokens_month", "Tokens left in the UTC month budget.",
-                     "tokens_per_month", "spent_month")):
-                L.append(f"# HELP {name} {help_}")
-                L.append(f"# TYPE {name} gauge")
-                for rec in sorted(keys, key=lambda r: r.app):
-                    lim = getattr(rec, attr)
-                    if lim:
-                        st = apps.get(rec.app)
-                        used = getattr(st, per) if st else 0
-                        L.append(f'{name}{{app="{_esc(rec.app)}"}} {lim - used}')
-            L.append("# HELP homelab_app_reserved_tokens Tokens reserved by requests in flight.")
-            L.append("# TYPE homelab_app_reserved_tokens gauge")
-            for app, st in sorted(apps.items()):
-                L.append(f'homelab_app_reserved_tokens{{app="{_esc(app)}"}} {st.reserved}')
-        return "\n".join(L) + "\n"
-
 
 def build(cfg: Any) -> AccessController:
-    """Entry point used by the core (router_app.api.build_access)."""
+    """Entry point used by the core (router_app.v1.app.build_access)."""
     return AccessController.from_config(cfg)
 
 
-def _esc(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _iso_ms(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}Z"
-
-
-def _tokens(usage: Optional[dict]) -> tuple[int, int, Optional[int], bool]:
-    if not isinstance(usage, dict):
-        return 0, 0, None, False
-    pt = usage.get("prompt_tokens") or 0
-    ct = usage.get("completion_tokens") or 0
-    tt = usage.get("total_tokens")
-    try:
-        pt, ct = int(pt), int(ct)
-        tt = int(tt) if tt is not None else pt + ct
-    except (TypeError, ValueError):
-        return 0, 0, None, False
-    return pt, ct, tt, False
-
-
-def _prompt_text(body: Any) -> Optional[str]:
-    if not isinstance(body, dict):
-        return None
-    if "messages" in body and isinstance(body["messages"], list):
-        parts = []
-        for m in body["messages"]:
-            if not isinstance(m, dict):
-                continue
-            c = m.get("content")
-            if isinstance(c, str):
-                parts.append(f"{m.get('role', '?')}: {c}")
-            elif isinstance(c, list):
-                txt = " ".join(p.get("text", "") for p in c if isinstance(p, dict) and p.get("type") == "text")
-                parts.append(f"{m.get('role', '?')}: {txt}")
-        return "\n".join(parts)[:65536]
-    p = body.get("prompt") if "prompt" in body else body.get("input")
-    if isinstance(p, str):
-        return p[:65536]
-    if isinstance(p, list):
-        return "\n".join(str(x) for x in p)[:65536]
-    return None

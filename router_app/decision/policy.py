@@ -8,21 +8,26 @@ Rules (strongest first):
   2. model: an alias, a route name or a route's model id  -> route pin   (reason model_pin)
      model: homelab/<bucket> (not an alias)               -> bucket pin  (reason model_pin)
   3. metadata.homelab_bucket in the body                  -> bucket pin  (reason metadata_hint)
-  4. anything else (homelab/auto, unknown names)          -> keyword classifier (bucket_match / no_match)
+  4. homelab/auto, no model                               -> keyword classifier (bucket_match / no_match)
+     any other model name: 404 model_not_found, or the classifier when route_unknown_models is true
 An image part sends every non-route-pinned request to the `vision` bucket (reason image_present).
 Size promotion applies to buckets only (never to route pins), when the estimate is strictly greater than over_tokens.
-Drained routes and routes the caller may not use are skipped for non-pinned traffic by following the failover chain.
+Drained routes and routes the caller may not use are skipped for non-pinned traffic by following the failover chain;
+auto-routed traffic whose route the key may not use goes to the best route it may use (router_app/decision/keyscope.py).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from .access_protocol import ApiError
-from .config import AUTO_MODEL, BUCKET_PREFIX, UNKNOWN_BUCKET, VISION_BUCKET, RouterConfig
+from ..errors import ApiError
+from .classifier import Classifier
+from .config import AUTO_MODEL, BUCKET_PREFIX, VISION_BUCKET, RouterConfig
+from .keyscope import reroute
 
-IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
+# Parts only a `vision` route may receive. Audio and file parts go the same way: a text-only engine cannot read them.
+IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image", "input_audio", "audio", "audio_url", "file",
+                              "input_file", "video_url"})
 TEXT_ROLES = frozenset({"system", "user", "developer"})
 
 
@@ -119,117 +124,6 @@ def _finish(body, parts, total, has_image, route_header, bucket_header) -> Reque
     )
 
 
-# --------------------------------------------------------------------------------------------- classifier
-
-def _partial_overlaps(kws) -> bool:
-    """True when some keyword could begin inside another's match and run past its end ("tool use" / "use case")."""
-    norm = [" ".join(k.split()) for k in kws]
-    for k1 in norm:
-        for j in range(1, len(k1)):
-            prev = k1[j - 1]
-            if prev.isalnum() or prev == "_":
-                continue
-            tail = k1[j:].lstrip()
-            if not tail:
-                continue
-            for k2 in norm:
-                if len(k2) > len(tail) and k2.startswith(tail) and not (k2[len(tail)].isalnum()
-                                                                         or k2[len(tail)] == "_"):
-                    return True
-    return False
-
-
-def _kw_pattern(kw: str) -> str:
-    return r"\s+".join(re.escape(w) for w in kw.split())
-
-
-def _units(kw: str) -> list:
-    """A keyword as regex units: escaped characters, with any whitespace run as one \\s+ unit."""
-    out = []
-    for i, w in enumerate(kw.split()):
-        if i:
-            out.append(r"\s+")
-        out.extend(re.escape(c) for c in w)
-    return out
-
-
-def _trie_regex(kws) -> str:
-    """One alternation shaped as a prefix trie (much faster than a flat list of alternatives in Python's re).
-    Longer continuations are tried before a keyword ends, so the longest keyword at a position wins."""
-    trie: dict = {}
-    for k in kws:
-        node = trie
-        for u in _units(k):
-            node = node.setdefault(u, {})
-        node[""] = True
-
-    def emit(node) -> str:
-        alts = [u + emit(child) for u, child in sorted(node.items()) if u != ""]
-        if not alts:
-            return ""
-        if "" in node:                      # a keyword may end here: the continuation is optional (greedy)
-            return "(?:" + "|".join(alts) + ")?"
-        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-
-    return emit(trie)
-
-
-class Classifier:
-    """Keyword scoring: each distinct keyword/phrase counts once, on word boundaries, case-insensitively."""
-
-    def __init__(self, buckets: dict[str, list[str]], rank: dict[str, int]):
-        self.rank = rank
-        self.kw_buckets: dict[str, tuple] = {}
-        for b, kws in buckets.items():
-            for k in kws:
-                self.kw_buckets.setdefault(k, ())
-                self.kw_buckets[k] = self.kw_buckets[k] + (b,)
-        kws = sorted(self.kw_buckets, key=lambda k: (-len(k), k))
-        # A phrase that contains another keyword on word boundaries credits it too ("summarize briefly" ⊃ "summarize").
-        self.closure: dict[str, tuple] = {}
-        single = {k: re.compile(r"(?<!\w)" + _kw_pattern(k) + r"(?!\w)") for k in kws}
-        for k in kws:
-            self.closure[k] = tuple(k2 for k2 in kws if k2 == k or (k2 != k and single[k2].search(k)))
-        if kws:
-            alt = _trie_regex(kws)
-            if _partial_overlaps(kws):
-                # zero-width lookahead: every start position is examined, so overlapping phrases are all found
-                self.rx = re.compile(r"(?=(?<!\w)(" + alt + r")(?!\w))")
-            else:
-                # no keyword can start inside another one's match (other than the contained ones credited by
-                # `closure`), so a consuming scan finds the same set, about twice as fast
-                self.rx = re.compile(r"(?<!\w)(" + alt + r")(?!\w)")
-        else:
-            self.rx = None
-        self._norm = {k: " ".join(k.split()) for k in kws}
-
-    def matches(self, text: str) -> set:
-        if self.rx is None or not text:
-            return set()
-        found = set()
-        norm = self._norm
-        closure = self.closure
-        for m in self.rx.finditer(text.lower()):
-            g = m.group(1)
-            k = g if g in closure else norm.get(" ".join(g.split()), None) or " ".join(g.split())
-            found.update(closure.get(k, (k,)))
-        return found
-
-    def classify(self, text: str) -> tuple[str, dict, dict]:
-        """-> (bucket, matched {bucket: [kw,...]}, scores {bucket: n}). Nothing matched -> 'unknown'."""
-        found = self.matches(text)
-        if not found:
-            return UNKNOWN_BUCKET, {}, {}
-        matched: dict[str, list] = {}
-        for k in found:
-            for b in self.kw_buckets.get(k, ()):
-                matched.setdefault(b, []).append(k)
-        scores = {b: len(v) for b, v in matched.items()}
-        rank = self.rank
-        best = min(scores, key=lambda b: (-scores[b], rank.get(b, 1 << 30), b))
-        return best, {b: sorted(v) for b, v in matched.items()}, scores
-
-
 # --------------------------------------------------------------------------------------------- compiled policy
 
 class Policy:
@@ -260,6 +154,7 @@ class Policy:
                            for b, ps in cfg.size_promotions.items()}
         self.vision_routes = tuple(n for n in self.route_names if self.vision[n])
         self.embeddings_route = cfg.embeddings.route if cfg.embeddings else None
+        self.route_unknown_models = cfg.route_unknown_models   # false: unknown model names are a 404
 
     def resolve_route_name(self, name: str) -> Optional[str]:
         if name in self.routes:
@@ -312,9 +207,14 @@ class Decision:
         }
 
 
+def unknown_model(model: str) -> ApiError:
+    """OpenAI's answer for a model it does not serve (opt out: route_unknown_models: true)."""
+    return ApiError(404, f"The model `{model}` does not exist", code="model_not_found", param="model")
+
+
 def _no_vision_error(policy: Policy, route: str) -> ApiError:
     can = ", ".join(policy.vision_routes) or "none"
-    return ApiError(400, f"the request carries an image but route '{route}' cannot see images; "
+    return ApiError(400, f"the request carries an image, audio or file part but route '{route}' cannot read them; "
                          f"routes with vision: {can}", code="image_to_blind_route")
 
 
@@ -350,6 +250,8 @@ def decide(policy: Policy, view: RequestView, drained: Iterable[str] = frozenset
             pinned_route, reason = r, "model_pin"
         elif model.startswith(BUCKET_PREFIX) and model[len(BUCKET_PREFIX):] in policy.buckets:
             bucket, reason = model[len(BUCKET_PREFIX):], "model_pin"
+        elif not policy.route_unknown_models:     # issue 11 item 6: unknown names are a 404 unless opted in
+            raise unknown_model(model)
 
     if pinned_route is not None:
         if has_image and not policy.vision[pinned_route]:
@@ -393,6 +295,14 @@ def decide(policy: Policy, view: RequestView, drained: Iterable[str] = frozenset
             raise _no_vision_error(policy, route)
         path.append(route)
         route, reason = chain[0], "image_present"
+
+    # issue 11 item 9: an auto-routed request goes to the best route the key may use (router_app/decision/keyscope.py)
+    if pin is None and allowed_routes is not None and route not in allowed_routes:
+        alt = reroute(policy, bucket, route, scores, has_image, est, allowed_routes, drained)
+        if alt is not None:
+            path.append(route)
+            reason = f"{route}_forbidden"
+            bucket, route = alt
 
     # skip drained and forbidden routes along the failover chain
     drained = drained or ()

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from typing import Optional
 
-from .access_protocol import ApiError
-from .config import ConfigInvalid, load_config
+from ..errors import ApiError
+from ..decision.config import ConfigInvalid, load_config
+from . import access as cli_access
 
 
 def _print_errors(errors, stream=sys.stderr) -> None:
@@ -18,7 +18,7 @@ def _print_errors(errors, stream=sys.stderr) -> None:
 
 def cmd_serve(args) -> int:
     import uvicorn
-    from .api import create_app
+    from ..v1.app import create_app
     try:
         app = create_app(config_path=args.config)
     except ConfigInvalid as exc:
@@ -66,7 +66,7 @@ def _parse_headers(items) -> dict:
 
 
 def cmd_explain(args) -> int:
-    from .policy import Policy, decide, format_explain, view_from_chat, view_from_completion
+    from ..decision.policy import Policy, decide, format_explain, view_from_chat, view_from_completion
     try:
         cfg = load_config(args.config)
     except ConfigInvalid as exc:
@@ -143,12 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("text", nargs="*")
     e.set_defaults(func=cmd_explain)
 
-    try:
-        cli_access = importlib.import_module("router_app.cli_access")
-    except ImportError:
-        cli_access = None
-    if cli_access is not None and hasattr(cli_access, "register"):
-        cli_access.register(sub)
+    cli_access.register(sub)
     return p
 
 

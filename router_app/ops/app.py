@@ -1,6 +1,6 @@
 """The operational HTTP surface, served through FastAPI: health, metrics, stats and the admin endpoints.
 
-The /v1 hot path never comes here: `RouterApp.__call__` (router_app/api.py) hands /v1/* to its raw ASGI handlers
+The /v1 hot path never comes here: `RouterApp.__call__` (router_app/v1/app.py) hands /v1/* to its raw ASGI handlers
 and every other path to the app built by `build_ops_app`. That keeps framework routing and pydantic off the request
 path while the operational endpoints get an OpenAPI description (`/openapi.json`, `/docs`).
 
@@ -9,33 +9,31 @@ Rules kept from the raw handlers they replace:
 * Every handler is `async def`, so it runs on the event loop like the /v1 path and reads route state without locks
   (a plain `def` handler or dependency would run in a worker thread).
 * Admin endpoints need `Authorization: Bearer <admin key>`; with no admin key configured they answer loopback
-  clients only (`RouterApp._is_admin`).
-* Errors are OpenAI-shaped: `{"error": {"message", "type", "param", "code"}}`, including 404 for an unknown path
+  clients only; /metrics and /stats take the admin key or a loopback client (router_app/ops/auth.py).
+* Errors are OpenAI-shaped: `{"error": {"message", "type", "param", "code"}}`, including 404 for an unknown path (/admin/* too)
   and 405 for a known path with the wrong method.
 * Answers are rendered with orjson and returned as responses, so the response models below document the shapes
   without re-validating every answer (tests/router/test_ops.py checks that real answers fit them).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional, Protocol, Union
 
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
-from .access_protocol import ApiError
-
-if TYPE_CHECKING:   # pragma: no cover
-    from .api import RouterApp
+from ..errors import ApiError
+from .auth import check_admin, check_observer
 
 PROM_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class OrjsonResponse(Response):
-    media_type = "application/json"
+class OrjsonResponse(JSONResponse):
+    """A JSONResponse (so OpenAPI documents the response model, not a string) rendered with orjson."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
@@ -148,17 +146,34 @@ class KeysReport(BaseModel):
 ADMIN_ERRORS = {401: {"model": ErrorBody, "description": "An admin key is configured and the request lacks it"},
                 403: {"model": ErrorBody, "description": "No admin key is configured and the client is not loopback"}}
 
+OBSERVER_ERRORS = {401: {"model": ErrorBody, "description": "Not loopback, and without the admin key"},
+                   403: {"model": ErrorBody, "description": "No admin key is configured and the client is not "
+                                                             "loopback"}}
+
 TAGS = [
     {"name": "health", "description": "Liveness for load balancers and service managers."},
-    {"name": "observability", "description": "Prometheus metrics and the same counters as JSON."},
+    {"name": "observability", "description": "Prometheus metrics and the same counters as JSON. Loopback clients, "
+                                             "or `Authorization: Bearer <admin key>`."},
     {"name": "admin", "description": "Route control, config reload and key usage. `Authorization: Bearer <admin "
                                      "key>`; with no admin key configured, loopback clients only."},
 ]
 
 
+class OpsHost(Protocol):
+    """What the operational app reads from the process that serves it (router_app.v1.app.RouterApp)."""
+    metrics: Any
+    runtime: Any
+    access: Any
+    admin_key: Optional[str]
+
+    async def reload(self) -> tuple: ...
+
+    def set_drained(self, route: str, drain: bool) -> dict: ...
+
+
 # ===================================================================================== the app
-def build_ops_app(router: "RouterApp") -> FastAPI:
-    from . import __version__
+def build_ops_app(router: OpsHost) -> FastAPI:
+    from .. import __version__
 
     app = FastAPI(
         title="homelab-router operations",
@@ -174,9 +189,13 @@ def build_ops_app(router: "RouterApp") -> FastAPI:
     bearer = HTTPBearer(auto_error=False, description="The admin key (env var named by admin_key_env)")
 
     async def require_admin(request: Request, _creds=Depends(bearer)) -> None:
-        router._is_admin(request.scope)
+        check_admin(request.scope, router.admin_key)
+
+    async def require_observer(request: Request, _creds=Depends(bearer)) -> None:
+        check_observer(request.scope, router.admin_key)
 
     admin = [Depends(require_admin)]
+    observer = [Depends(require_observer)]
 
     # ------------------------------------------------------------------------- errors
     @app.exception_handler(ApiError)
@@ -186,8 +205,7 @@ def build_ops_app(router: "RouterApp") -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         method, path = request.method, request.url.path
-        # an unknown /admin/ path answers 405, as the raw handler always did
-        if exc.status_code == 405 or (exc.status_code == 404 and path.startswith("/admin/")):
+        if exc.status_code == 405:
             err = ApiError(405, f"{method} {path} is not served here", code="method_not_allowed",
                            headers=exc.headers)
         elif exc.status_code == 404:
@@ -206,9 +224,10 @@ def build_ops_app(router: "RouterApp") -> FastAPI:
     async def healthz():
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    @app.get("/metrics", tags=["observability"], summary="Prometheus metrics",
+    @app.get("/metrics", tags=["observability"], summary="Prometheus metrics", dependencies=observer,
              response_class=Response, responses={200: {"content": {PROM_CONTENT_TYPE: {}},
-                                                       "description": "Prometheus text exposition format"}})
+                                                       "description": "Prometheus text exposition format"},
+                                                  **OBSERVER_ERRORS})
     async def metrics():
         text = router.metrics.render(router.runtime.states)
         extra = getattr(router.access, "render_metrics", None)   # per-app series (labels app, route)
@@ -217,7 +236,7 @@ def build_ops_app(router: "RouterApp") -> FastAPI:
         return Response(text.encode(), media_type=PROM_CONTENT_TYPE)
 
     @app.get("/stats", tags=["observability"], summary="Counters as JSON, route state, config generation",
-             response_model=Stats)
+             response_model=Stats, dependencies=observer, responses=OBSERVER_ERRORS)
     async def stats():
         s = router.metrics.as_json(router.runtime.states)
         s["config_generation"] = router.runtime.generation

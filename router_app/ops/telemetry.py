@@ -213,11 +213,25 @@ class JsonlLog:
 
 
 class Logs:
+    FILES = {"decisions": "router-decisions.jsonl", "failures": "upstream-failures.jsonl",
+             "events": "router-events.jsonl"}
+
     def __init__(self, log_dir: str, max_bytes: int, backups: int):
         self.dir = log_dir
-        self.decisions = JsonlLog(os.path.join(log_dir, "router-decisions.jsonl"), max_bytes, backups)
-        self.failures = JsonlLog(os.path.join(log_dir, "upstream-failures.jsonl"), max_bytes, backups)
-        self.events = JsonlLog(os.path.join(log_dir, "router-events.jsonl"), max_bytes, backups)
+        for attr, name in self.FILES.items():
+            setattr(self, attr, JsonlLog(os.path.join(log_dir, name), max_bytes, backups))
+
+    def reconfigure(self, log_dir: str, max_bytes: int, backups: int) -> None:
+        """A reload's log settings: new rotation limits apply at once; a new directory gets fresh files (the old
+        ones are flushed and closed)."""
+        for attr, name in self.FILES.items():
+            log: JsonlLog = getattr(self, attr)
+            with log._lock:
+                log.max_bytes, log.backups = max_bytes, backups
+            if log_dir != self.dir:
+                setattr(self, attr, JsonlLog(os.path.join(log_dir, name), max_bytes, backups))
+                log.close()
+        self.dir = log_dir
 
     def all(self) -> Iterable[JsonlLog]:
         return (self.decisions, self.failures, self.events)
