@@ -56,6 +56,7 @@ def test_empty_inventory_is_named(tmp_path):
 
 
 def test_with_inventory_the_check_passes():
-    res = run_playbook("-i", str(REPO / "inventory" / "example"), "playbooks/validate.yml")
+    vault = REPO / "inventory" / "example" / "group_vars" / "all" / "vault.yml.example"
+    res = run_playbook("-i", str(REPO / "inventory" / "example"), "-e", f"@{vault}", "playbooks/validate.yml")
     assert res.returncode == 0, res.stdout + res.stderr
     assert MESSAGE not in res.stdout

@@ -2,7 +2,8 @@
 function over the merged host variables Ansible computes with and without the overlay.
 
 The lab must converge the files an operator copies. The overlay may change only:
-  - addresses and connection settings: ansible_* connection variables, homelab_address, the VLANs' subnets,
+  - addresses and connection settings: ansible_* connection variables, homelab_address, the VLANs' subnets and
+    the management/client networks made of them,
     the API endpoints of the firewall and the hypervisor (their emulators on loopback) and the CA they use;
   - each GPU node's engine runtime and model: an engine entry's runtime, model, model facts (params_b,
     weight_bits, context) and runtime args, and the llama_server_* runtime settings;
@@ -17,7 +18,7 @@ import re
 
 ALLOWED_VARS = [
     r"ansible_(connection|host|port|user|password|python_interpreter|ssh_private_key_file|ssh_common_args)",
-    r"homelab_address", r"caddy_site_addresses",
+    r"homelab_address", r"caddy_site_addresses", r"common_nftables_management_cidrs", r"homelab_client_cidrs",
     r"proxmox_api_host", r"proxmox_lxc_api_(port|ca_path)", r"opnsense_vlans_api_(port|ca_path)",
     r"gpus", r"nvidia_driver_install", r"nvidia_driver_blacklist_nouveau",
     r"llama_server_(install_method|version|binary_src|cuda|threads)",

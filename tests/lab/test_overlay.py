@@ -55,7 +55,8 @@ def test_lab_keeps_every_example_host_and_route(example, lab):
     ("ubuntu-6000", "engines.0.route", "hands2", "changes the entries"),
     ("spark", "engines.0.terminal", False, "engines[brain].terminal"),
     ("hub", "homelab_vlans.4.isolated", False, "homelab_vlans[sandbox].isolated"),
-    ("pve", "common_nftables_management_cidrs", ["0.0.0.0/0"], "common_nftables_management_cidrs"),
+    ("pve", "wireguard_listen_port", 51821, "wireguard_listen_port"),
+    ("ai-gateway", "homelab_router_port", 4001, "homelab_router_port"),
 ])
 def test_forbidden_changes_are_named(example, lab, host, var, value, expect):
     bad = copy.deepcopy(lab)
