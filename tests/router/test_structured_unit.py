@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from router_app import structured as S
+from router_app.access import structured as S
 
 SCHEMA = {
     "type": "object",
