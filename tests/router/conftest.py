@@ -149,3 +149,32 @@ def wait_for(pred, timeout=5.0, what="condition"):
             return
         time.sleep(0.005)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def tool_engines():
+    """Loopback engines that can answer with tool calls (tool_engine.ToolEngine), one set per test module."""
+    from tool_engine import ToolEngine
+    yield from engine_rig(ToolEngine)
+
+
+@pytest.fixture
+def tool_router(tool_engines, tmp_path):
+    """tool_router(**config_overrides) -> a RouterServer over the tool engines, with a key store; all stopped after."""
+    servers = []
+
+    def go(**extra):
+        for e in tool_engines.values():
+            e.reset()
+        cfg = rig_config(tool_engines, tmp_path)
+        cfg["store_path"] = str(tmp_path / "state" / "router.sqlite3")
+        cfg.update(extra)
+        path = tmp_path / f"router-{len(servers)}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        r = RouterServer(str(path))
+        servers.append(r)
+        return r
+
+    yield go
+    for r in servers:
+        r.stop()

@@ -12,8 +12,8 @@ import openai
 import pytest
 import yaml
 
-from conftest import EXAMPLE, MODELS, RouterServer, chat, engine_rig, rig_config  # noqa: E402
-from tool_engine import CALL_ARGS, ToolEngine  # noqa: E402
+from conftest import EXAMPLE, MODELS, chat  # noqa: E402
+from tool_engine import CALL_ARGS  # noqa: E402
 
 from router_app.decision.config import ConfigInvalid, load_config
 from router_app.access.store import Store
@@ -24,31 +24,6 @@ RF = {"type": "json_schema", "json_schema": {"name": "coder_reply", "schema": SC
 TOOLS = [{"type": "function", "function": {"name": "run_tests", "parameters": {"type": "object"}}}]
 ORIGIN = "https://chat.home.example"
 
-
-@pytest.fixture(scope="module")
-def eng():
-    yield from engine_rig(ToolEngine)
-
-
-@pytest.fixture
-def start(eng, tmp_path):
-    servers = []
-
-    def go(**extra):
-        for e in eng.values():
-            e.reset()
-        cfg = rig_config(eng, tmp_path)
-        cfg["store_path"] = str(tmp_path / "state" / "router.sqlite3")
-        cfg.update(extra)
-        path = tmp_path / f"router-{len(servers)}.yaml"
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        r = RouterServer(str(path))
-        servers.append(r)
-        return r
-
-    yield go
-    for r in servers:
-        r.stop()
 
 
 def with_key(r, tmp_path, **kw) -> str:
@@ -68,8 +43,8 @@ def with_key(r, tmp_path, **kw) -> str:
 
 # ------------------------------------------------------------------------------------------ item 1: structured
 
-def test_structured_outputs_keep_tool_calls_and_fail_closed_only_for_cameras(start, eng):
-    r = start()
+def test_structured_outputs_keep_tool_calls_and_fail_closed_only_for_cameras(tool_router, tool_engines):
+    r = tool_router()
     with httpx.Client(base_url=r.url, timeout=10) as c:
         # a coding agent with its own schema and tools: the engine calls a tool -> passes through untouched
         x = chat(c, "fix the failing test", model="homelab/code", response_format=RF, tools=TOOLS)
@@ -81,19 +56,19 @@ def test_structured_outputs_keep_tool_calls_and_fail_closed_only_for_cameras(sta
         x = chat(c, "frigate motion", model="homelab/vision", response_format=RF, tools=TOOLS)
         assert x.headers["x-homelab-structured"] == "tool_calls" and x.json()["choices"][0]["message"]["tool_calls"]
         # a non-camera client's answer that fails its schema: the engine's answer, untouched, flagged; no escalation
-        eng["hands"].content = "Sure! Here is the refactor."
-        n_brain = len(eng["brain"].requests)
+        tool_engines["hands"].content = "Sure! Here is the refactor."
+        n_brain = len(tool_engines["brain"].requests)
         x = chat(c, "refactor this", model="homelab/code", response_format=RF)
         assert x.status_code == 200 and x.headers["x-homelab-structured"] == "invalid"
         assert x.headers["x-homelab-route"] == "hands"
         assert x.json()["choices"][0]["message"]["content"] == "Sure! Here is the refactor."
-        assert "homelab_envelope" not in x.json() and len(eng["brain"].requests) == n_brain
-        eng["hands"].content = json.dumps({"answer": "done"})
+        assert "homelab_envelope" not in x.json() and len(tool_engines["brain"].requests) == n_brain
+        tool_engines["hands"].content = json.dumps({"answer": "done"})
         x = chat(c, "refactor this", model="homelab/code", response_format=RF)
         assert x.headers["x-homelab-structured"] == "valid"
         # the camera bucket still fails closed: auto-routed image -> vision bucket -> escalate -> envelope
-        eng["eyes"].content = "not json"
-        eng["brain"].content = "still not json"
+        tool_engines["eyes"].content = "not json"
+        tool_engines["brain"].content = "still not json"
         x = chat(c, "classify", image=True, response_format=RF)
         assert x.headers["x-homelab-bucket"] == "vision" and x.headers["x-homelab-structured"] == "envelope"
         assert json.loads(x.json()["choices"][0]["message"]["content"])["action"] == "escalate"
@@ -121,8 +96,8 @@ def test_fail_closed_buckets_config(tmp_path):
 # ------------------------------------------------------------------------------------------ item 6: unknown models
 
 @pytest.mark.parametrize("name", ["llama3:70b", "gpt-4o", "homelab/nonexistent"])
-def test_unknown_model_is_404_like_openai(start, name):
-    r = start()
+def test_unknown_model_is_404_like_openai(tool_router, name):
+    r = tool_router()
     cl = openai.OpenAI(base_url=r.url + "/v1", api_key="none", max_retries=0)
     with pytest.raises(openai.NotFoundError) as ei:
         cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}])
@@ -134,13 +109,13 @@ def test_unknown_model_is_404_like_openai(start, name):
         cl.embeddings.create(model=name, input="hi")
 
 
-def test_known_names_and_the_opt_in(start):
-    r = start()
+def test_known_names_and_the_opt_in(tool_router):
+    r = tool_router()
     with httpx.Client(base_url=r.url, timeout=10) as c:
         for name in ("homelab/auto", "homelab/chat", "homelab/coding", "mouth", MODELS["mouth"]):
             assert chat(c, "hi", model=name).status_code == 200, name
         assert c.post("/v1/embeddings", json={"model": "homelab/fast", "input": "x"}).status_code == 200
-    r2 = start(route_unknown_models=True)
+    r2 = tool_router(route_unknown_models=True)
     with httpx.Client(base_url=r2.url, timeout=10) as c:
         x = chat(c, "please refactor this", model="gpt-4o")
         assert x.status_code == 200 and x.headers["x-homelab-route"] == "hands"
@@ -148,8 +123,8 @@ def test_known_names_and_the_opt_in(start):
 
 # ------------------------------------------------------------------------------------------ item 9: keys
 
-def test_whitelisted_key_is_auto_routed_within_it(start, tmp_path):
-    r = start()
+def test_whitelisted_key_is_auto_routed_within_it(tool_router, tmp_path):
+    r = tool_router()
     key = with_key(r, tmp_path, models=["homelab/chat"])
     auth = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=r.url, timeout=10) as c:
@@ -167,14 +142,14 @@ def test_whitelisted_key_is_auto_routed_within_it(start, tmp_path):
 
 # ------------------------------------------------------------------------------------------ item 12: CORS
 
-def test_cors_only_for_configured_origins(start, tmp_path):
-    r = start()
+def test_cors_only_for_configured_origins(tool_router, tmp_path):
+    r = tool_router()
     with httpx.Client(base_url=r.url, timeout=10) as c:      # not configured: no CORS at all
         x = c.options("/v1/chat/completions", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in x.headers
         x = chat(c, "hi", headers={"Origin": ORIGIN})
         assert x.status_code == 200 and "access-control-allow-origin" not in x.headers
-    r = start(cors={"allow_origins": [ORIGIN]})
+    r = tool_router(cors={"allow_origins": [ORIGIN]})
     key = with_key(r, tmp_path)
     pre = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
            "Access-Control-Request-Headers": "authorization, content-type, x-stainless-os"}

@@ -10,10 +10,9 @@ import time
 import httpx
 import openai
 import pytest
-import yaml
 
-from conftest import MODELS, RouterServer, engine_rig, rig_config  # noqa: E402
-from tool_engine import CALL_ARGS, ToolEngine  # noqa: E402
+from conftest import MODELS  # noqa: E402
+from tool_engine import CALL_ARGS  # noqa: E402
 
 from router_app.access.store import Store
 
@@ -22,38 +21,13 @@ TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather for
 IMAGE = "data:image/png;base64,iVBORw0KGgo="
 
 
-@pytest.fixture(scope="module")
-def eng():
-    yield from engine_rig(ToolEngine)
-
-
-@pytest.fixture
-def start(eng, tmp_path):
-    servers = []
-
-    def go(**extra):
-        for e in eng.values():
-            e.reset()
-        cfg = rig_config(eng, tmp_path)
-        cfg["store_path"] = str(tmp_path / "state" / "router.sqlite3")
-        cfg.update(extra)
-        path = tmp_path / f"router-{len(servers)}.yaml"
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        r = RouterServer(str(path))
-        servers.append(r)
-        return r
-
-    yield go
-    for r in servers:
-        r.stop()
-
 
 def sdk(r, key="none"):
     return openai.OpenAI(base_url=r.url + "/v1", api_key=key, max_retries=0, timeout=15)
 
 
-def test_text_non_stream_with_instructions_and_usage(start, eng):
-    r = start()
+def test_text_non_stream_with_instructions_and_usage(tool_router, tool_engines):
+    r = tool_router()
     raw = sdk(r).responses.with_raw_response.create(
         model="homelab/chat", instructions="Answer briefly.", input="tell me about owls",
         max_output_tokens=64, temperature=0.2)
@@ -63,7 +37,7 @@ def test_text_non_stream_with_instructions_and_usage(start, eng):
     assert resp.output_text == "mouth answers"
     assert resp.output[0].type == "message" and resp.output[0].role == "assistant"
     assert (resp.usage.input_tokens, resp.usage.output_tokens, resp.usage.total_tokens) == (11, 7, 18)
-    sent = eng["mouth"].requests[-1]
+    sent = tool_engines["mouth"].requests[-1]
     assert sent["messages"] == [{"role": "system", "content": "Answer briefly."},
                                 {"role": "user", "content": "tell me about owls"}]
     assert sent["max_tokens"] == 64 and sent["temperature"] == 0.2 and sent["model"] == MODELS["mouth"]
@@ -71,12 +45,12 @@ def test_text_non_stream_with_instructions_and_usage(start, eng):
     resp = sdk(r).responses.create(model="homelab/auto", input=[
         {"role": "user", "content": [{"type": "input_text", "text": "please refactor this code"}]}])
     assert resp.output_text == "hands answers"
-    assert eng["hands"].requests[-1]["messages"] == [
+    assert tool_engines["hands"].requests[-1]["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "please refactor this code"}]}]
 
 
-def test_stream_events(start, eng):
-    r = start()
+def test_stream_events(tool_router, tool_engines):
+    r = tool_router()
     events = list(sdk(r).responses.create(model="homelab/chat", input="hi", stream=True))
     types = [e.type for e in events]
     assert types[:4] == ["response.created", "response.in_progress", "response.output_item.added",
@@ -91,26 +65,26 @@ def test_stream_events(start, eng):
     assert done.usage.total_tokens == 8 and done.usage.input_tokens == 5
     assert events[0].response.id == done.id
     # the translated body asks for usage as a chat client may; the route's stream_usage does not matter
-    assert eng["mouth"].requests[-1]["stream_options"] == {"include_usage": True}
+    assert tool_engines["mouth"].requests[-1]["stream_options"] == {"include_usage": True}
 
 
-def test_stream_without_usage_from_the_engine(start, eng):
-    r = start()
-    eng["mouth"].stream_usage = False       # an engine that ignores stream_options.include_usage
+def test_stream_without_usage_from_the_engine(tool_router, tool_engines):
+    r = tool_router()
+    tool_engines["mouth"].stream_usage = False       # an engine that ignores stream_options.include_usage
     events = list(sdk(r).responses.create(model="homelab/chat", input="hi", stream=True))
     assert [e.type for e in events][-1] == "response.completed"
     done = events[-1].response
     assert done.output_text == "mouth-0 mouth-1 mouth-2 " and done.status == "completed" and done.usage is None
 
 
-def test_tool_call_round_trip(start, eng):
-    r = start()
+def test_tool_call_round_trip(tool_router, tool_engines):
+    r = tool_router()
     cl = sdk(r)
     first = cl.responses.create(model="homelab/code", input="What is the weather in Paris?", tools=TOOLS)
     call = first.output[0]
     assert call.type == "function_call" and call.name == "get_weather" and call.arguments == CALL_ARGS
     assert call.call_id == "call_1"
-    sent = eng["hands"].requests[-1]
+    sent = tool_engines["hands"].requests[-1]
     assert sent["tools"][0] == {"type": "function", "function": {
         "name": "get_weather", "description": "Weather for a city", "parameters": TOOLS[0]["parameters"]}}
     second = cl.responses.create(model="homelab/code", tools=TOOLS, input=[
@@ -118,7 +92,7 @@ def test_tool_call_round_trip(start, eng):
         {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
         {"type": "function_call_output", "call_id": call.call_id, "output": "18C and sunny"}])
     assert second.output_text == "hands: the tool said 18C and sunny"
-    msgs = eng["hands"].requests[-1]["messages"]
+    msgs = tool_engines["hands"].requests[-1]["messages"]
     assert msgs[1] == {"role": "assistant", "content": None, "tool_calls": [
         {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": CALL_ARGS}}]}
     assert msgs[2] == {"role": "tool", "tool_call_id": "call_1", "content": "18C and sunny"}
@@ -132,14 +106,14 @@ def test_tool_call_round_trip(start, eng):
     assert item.type == "function_call" and item.arguments == CALL_ARGS and item.call_id == "call_1"
 
 
-def test_image_goes_to_the_vision_route(start, eng):
-    r = start()
+def test_image_goes_to_the_vision_route(tool_router, tool_engines):
+    r = tool_router()
     raw = sdk(r).responses.with_raw_response.create(model="homelab/auto", input=[{"role": "user", "content": [
         {"type": "input_text", "text": "tell me about this"},
         {"type": "input_image", "image_url": IMAGE, "detail": "low"}]}])
     assert raw.headers["x-homelab-route"] == "eyes" and raw.headers["x-homelab-bucket"] == "vision"
     assert raw.parse().output_text == "eyes answers"
-    part = eng["eyes"].requests[-1]["messages"][0]["content"][1]
+    part = tool_engines["eyes"].requests[-1]["messages"][0]["content"][1]
     assert part == {"type": "image_url", "image_url": {"url": IMAGE, "detail": "low"}}
 
 
@@ -152,18 +126,18 @@ def test_image_goes_to_the_vision_route(start, eng):
     ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
      "unsupported_input", "input[0][0]"),
 ])
-def test_unsupported_fields_are_clear_400s(start, eng, extra, code, param):
-    r = start()
+def test_unsupported_fields_are_clear_400s(tool_router, tool_engines, extra, code, param):
+    r = tool_router()
     with pytest.raises(openai.BadRequestError) as ei:
         sdk(r).responses.create(model="homelab/chat", input="hi", extra_body=extra)
     err = ei.value.body
     assert err["code"] == code and err["param"] == param and err["message"]
     assert ei.value.response.headers["x-homelab-route"] == "none" and ei.value.response.headers["x-request-id"]
-    assert not eng["mouth"].requests             # nothing reached an engine
+    assert not tool_engines["mouth"].requests             # nothing reached an engine
 
 
-def test_same_pipeline_auth_unknown_model_and_ledger(start, eng, tmp_path):
-    r = start()
+def test_same_pipeline_auth_unknown_model_and_ledger(tool_router, tool_engines, tmp_path):
+    r = tool_router()
     store = Store(str(tmp_path / "state" / "router.sqlite3"))
     try:
         _, key = store.create_key("webapp", models=["homelab/chat"])
