@@ -101,14 +101,16 @@ def engines():
     yield from engine_rig()
 
 
-@pytest.fixture
-def make_router(engines, tmp_path):
+def _routers(engs: dict, tmp_path, base: dict | None = None):
+    """Yields make(mutate=None, config_dict=None, **overrides) -> a RouterServer over `engs`; stops them all after."""
     started = []
 
-    def make(mutate=None, config_dict=None):
-        for e in engines.values():
+    def make(mutate=None, config_dict=None, **overrides):
+        for e in engs.values():
             e.reset()
-        cfg = config_dict if config_dict is not None else rig_config(engines, tmp_path, mutate)
+        cfg = config_dict if config_dict is not None else rig_config(engs, tmp_path, mutate)
+        cfg.update(base or {})
+        cfg.update(overrides)
         path = tmp_path / f"router-{len(started)}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         r = RouterServer(str(path))
@@ -118,8 +120,13 @@ def make_router(engines, tmp_path):
     yield make
     for r in started:
         r.stop()
-    for e in engines.values():
+    for e in engs.values():
         e.reset()
+
+
+@pytest.fixture
+def make_router(engines, tmp_path):
+    yield from _routers(engines, tmp_path)
 
 
 @pytest.fixture
@@ -161,20 +168,4 @@ def tool_engines():
 @pytest.fixture
 def tool_router(tool_engines, tmp_path):
     """tool_router(**config_overrides) -> a RouterServer over the tool engines, with a key store; all stopped after."""
-    servers = []
-
-    def go(**extra):
-        for e in tool_engines.values():
-            e.reset()
-        cfg = rig_config(tool_engines, tmp_path)
-        cfg["store_path"] = str(tmp_path / "state" / "router.sqlite3")
-        cfg.update(extra)
-        path = tmp_path / f"router-{len(servers)}.yaml"
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        r = RouterServer(str(path))
-        servers.append(r)
-        return r
-
-    yield go
-    for r in servers:
-        r.stop()
+    yield from _routers(tool_engines, tmp_path, {"store_path": str(tmp_path / "state" / "router.sqlite3")})
