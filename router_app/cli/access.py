@@ -207,7 +207,7 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
     keys = subparsers.add_parser("keys", help="manage per-app API keys")
-    ksub = keys.add_subparsers(dest="keys_cmd", metavar="{create,list,revoke,rotate}")
+    ksub = keys.add_subparsers(dest="keys_cmd", metavar="{create,list,revoke,rotate,scopes}")
     ksub.required = True
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -241,6 +241,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("name", help="app name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rotate)
+
+    from .scopes import register as register_scopes
+    register_scopes(ksub, common)
 
     p = subparsers.add_parser("usage", help="per-app calls, tokens, budget left, cost-equivalent")
     common(p)

@@ -44,6 +44,20 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_mcp(args) -> int:
+    from ..mcpbridge.app import serve
+    from ..mcpbridge.settings import BridgeConfigInvalid
+    try:
+        return serve(args.config, args.host, args.port, args.log_level)
+    except ConfigInvalid as exc:
+        print(f"config {args.config} is invalid:", file=sys.stderr)
+        _print_errors(exc.errors)
+    except BridgeConfigInvalid as exc:
+        print(f"config {args.config}: invalid mcp section:", file=sys.stderr)
+        _print_errors(exc.errors)
+    return 1
+
+
 def cmd_check(args) -> int:
     try:
         cfg = load_config(args.path)
@@ -125,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--log-level", default="warning")
     s.set_defaults(func=cmd_serve)
+
+    m = sub.add_parser("mcp", help="run the MCP bridge (Streamable HTTP /mcp, SSE /sse; default 127.0.0.1:8092)")
+    m.add_argument("--config", required=True, help="the router's config file (its mcp: section, keys, admin key)")
+    m.add_argument("--host")
+    m.add_argument("--port", type=int)
+    m.add_argument("--log-level", default="warning")
+    m.set_defaults(func=cmd_mcp)
 
     c = sub.add_parser("check-config", help="validate a config file (exit 0, or 1 with each error)")
     c.add_argument("path")

@@ -1,0 +1,280 @@
+"""The one service interface the MCP tools call (router_app/mcpbridge/tools.py holds no logic of its own).
+
+Today it is backed by what exists:
+
+* the router's admin API on loopback (`/admin/upstreams`, `/admin/drain|undrain/<route>`, `/admin/reload-config`,
+  `/admin/keys`) and `/v1/models` -- the same handlers operators call, so there is no second implementation of
+  drain, reload or route state;
+* the router config file the router was started with (routes know their engine URLs; the `mcp:` section may
+  carry the inventory's node map and the infra allowlist).
+
+The hooks for the pieces that are being built elsewhere are the `Hooks` fields below. Each is ``None`` today and the
+tool that needs it answers a tool error that names the missing piece (``requires the node agent (issue 13)``,
+``requires the model catalog (issue 14)``). When router_app/hub (issue 13) and router_app/catalog (issue 14) land,
+set the hooks in ``default_hooks()`` to their service functions; the tools and their schemas stay as they are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Optional
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from ..decision.config import ConfigInvalid, RouterConfig, load_config
+from .settings import BridgeSettings, bridge_settings, router_base_url
+
+NEEDS_AGENT = "requires the node agent (issue 13), which this gateway does not run yet"
+NEEDS_CATALOG = "requires the model catalog (issue 14), which this gateway does not run yet"
+OLLAMA_PORT = 11434
+
+
+class ServiceError(Exception):
+    """An answer for the caller (bad argument, refused, missing piece). The tools turn it into a tool error."""
+
+
+# ------------------------------------------------------------------------------------------ hooks (issues 13/14)
+NodesFn = Callable[[], Awaitable[list[dict[str, Any]]]]                         # hub: nodes, cards, VRAM, health
+CatalogFn = Callable[[], Awaitable[list[dict[str, Any]]]]                       # catalog: models with states
+LoadFn = Callable[[str, Optional[str], bool], Awaitable[dict[str, Any]]]        # (model, node, dry_run)
+InfraListFn = Callable[[str, list[str]], Awaitable[list[dict[str, Any]]]]       # (node, allowlist)
+InfraReadFn = Callable[[str, str, int], Awaitable[dict[str, Any]]]              # (node, path, max_bytes)
+RecoverFn = Callable[[str, bool], Awaitable[dict[str, Any]]]                    # (node, dry_run)
+
+
+@dataclass
+class Hooks:
+    nodes: Optional[NodesFn] = None
+    catalog: Optional[CatalogFn] = None
+    model_load: Optional[LoadFn] = None
+    model_unload: Optional[LoadFn] = None
+    infra_list: Optional[InfraListFn] = None
+    infra_read: Optional[InfraReadFn] = None
+    recover_cuda: Optional[RecoverFn] = None
+
+
+def default_hooks() -> Hooks:
+    """Wire router_app.hub / router_app.catalog here when they exist (issues 13 and 14)."""
+    return Hooks()
+
+
+# ------------------------------------------------------------------------------------------ the service layer
+class Services:
+    def __init__(self, config_path: str, admin_key: Optional[str], hooks: Optional[Hooks] = None,
+                 timeout_s: float = 15.0):
+        self.config_path = config_path
+        self.admin_key = admin_key
+        self.hooks = hooks or default_hooks()
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: Optional[aiohttp.ClientSession] = None
+        self.cfg, self.settings = self._load()
+
+    def _load(self) -> tuple[RouterConfig, BridgeSettings]:
+        cfg = load_config(self.config_path)
+        return cfg, bridge_settings(cfg)
+
+    def refresh(self) -> None:
+        """Re-read the config file (after a reload); an invalid file keeps the last good one."""
+        try:
+            self.cfg, self.settings = self._load()
+        except Exception:       # noqa: BLE001 - the router refuses the same file and keeps serving too
+            pass
+
+    @property
+    def router_url(self) -> str:
+        return router_base_url(self.cfg, self.settings)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -------------------------------------------------------------------------------- router HTTP (loopback)
+    async def _call(self, method: str, path: str, bearer: Optional[str] = None) -> tuple[int, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        headers = {}
+        key = bearer if bearer is not None else self.admin_key
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        try:
+            async with self._session.request(method, self.router_url + path, headers=headers) as r:
+                body = await r.json(content_type=None)
+                return r.status, body
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise ServiceError(f"the router at {self.router_url} did not answer {method} {path}: "
+                               f"{type(exc).__name__}") from None
+
+    async def _admin(self, method: str, path: str) -> Any:
+        status, body = await self._call(method, path)
+        if status != 200:
+            msg = (body or {}).get("error", {}).get("message") if isinstance(body, dict) else None
+            raise ServiceError(f"router answered {status} to {method} {path}: {msg or body}")
+        return body
+
+    # -------------------------------------------------------------------------------- routes
+    async def route_status(self, route: Optional[str] = None) -> dict[str, Any]:
+        ups = await self._admin("GET", "/admin/upstreams")
+        if route is None:
+            return ups
+        if route not in ups["routes"]:
+            raise ServiceError(f"unknown route {route!r}; routes: {', '.join(ups['routes'])}")
+        return {"routes": {route: ups["routes"][route]}, "config_generation": ups["config_generation"]}
+
+    async def drain_route(self, route: str, drain: bool, dry_run: bool) -> dict[str, Any]:
+        ups = (await self.route_status(route))["routes"][route]
+        if dry_run:
+            verb = "drain" if drain else "undrain"
+            change = ups["drained"] != drain
+            return {"dry_run": True, "route": route, "drained_now": ups["drained"], "would_change": change,
+                    "would_do": f"POST /admin/{verb}/{route}" + ("" if change else " (no change: already so)"),
+                    "in_flight": ups["in_flight"]}
+        out = await self._admin("POST", f"/admin/{'drain' if drain else 'undrain'}/{quote(route, safe='')}")
+        return {"dry_run": False, **out}
+
+    async def reload_policy(self, dry_run: bool) -> dict[str, Any]:
+        if dry_run:     # the same validation the router runs on reload (load_config), without swapping
+            try:
+                new = load_config(self.config_path)
+            except ConfigInvalid as exc:
+                return {"dry_run": True, "valid": False,
+                        "errors": [{"path": e.path, "message": e.message} for e in exc.errors],
+                        "would_do": "nothing: the router would refuse this file and keep its policy"}
+            old = set((await self._admin("GET", "/admin/upstreams"))["routes"])
+            return {"dry_run": True, "valid": True, "routes": list(new.routes),
+                    "routes_added": sorted(set(new.routes) - old), "routes_removed": sorted(old - set(new.routes)),
+                    "would_do": "POST /admin/reload-config"}
+        status, body = await self._call("POST", "/admin/reload-config")
+        if status == 422:
+            return {"dry_run": False, "reloaded": False, "errors": body.get("errors", []),
+                    "message": body.get("error", {}).get("message")}
+        if status != 200:
+            raise ServiceError(f"router answered {status} to the reload: {body}")
+        self.refresh()
+        return {"dry_run": False, "reloaded": True, **body}
+
+    async def keys(self) -> dict[str, Any]:
+        return await self._admin("GET", "/admin/keys")
+
+    # -------------------------------------------------------------------------------- models
+    async def model_list(self, bearer: str) -> dict[str, Any]:
+        if self.hooks.catalog is not None:
+            return {"source": "catalog", "models": await self.hooks.catalog()}
+        status, body = await self._call("GET", "/v1/models", bearer=bearer)   # what this key may use
+        if status != 200:
+            raise ServiceError(f"router answered {status} to GET /v1/models: {body}")
+        ups = (await self._admin("GET", "/admin/upstreams"))["routes"]
+        by_model = {s["model"]: (n, s) for n, s in ups.items()}
+        out = []
+        for m in body.get("data", []):
+            route, st = by_model.get(m.get("id"), (None, None))
+            state = None if st is None else ("drained" if st["drained"] else "ready" if st["healthy"] else "down")
+            out.append({"id": m.get("id"), "route": route, "state": state})
+        return {"source": "router", "models": out,
+                "note": "load/unload states come from the model catalog (issue 14); until then a route's "
+                        "model is ready, down or drained"}
+
+    async def model_load(self, model: str, node: Optional[str], dry_run: bool, unload: bool = False) -> dict:
+        fn = self.hooks.model_unload if unload else self.hooks.model_load
+        if node is not None:
+            self._node(node)
+        if fn is None:
+            raise ServiceError(f"model_{'unload' if unload else 'load'} {NEEDS_CATALOG}")
+        return await fn(model, node, dry_run)
+
+    # -------------------------------------------------------------------------------- nodes
+    def _derived_nodes(self) -> dict[str, dict[str, Any]]:
+        """Nodes from the `mcp.nodes` map (compiled from the inventory), else from the routes' engine URLs."""
+        nodes: dict[str, dict[str, Any]] = {}
+        url_owner: dict[str, str] = {}
+        for name, n in self.settings.nodes.items():
+            engines = []
+            for e in n.engines:
+                url = e.url or (f"http://{n.address}:{e.port}/v1" if n.address and e.port else None)
+                if e.route and e.route in self.cfg.routes:
+                    url = url or self.cfg.routes[e.route].url
+                engines.append({"route": e.route, "runtime": e.runtime, "url": url})
+                if url:
+                    url_owner[url.rstrip("/")] = name
+            nodes[name] = {"node": name, "address": n.address, "engines": engines, "ollama_url": n.ollama_url}
+        for rname, r in self.cfg.routes.items():
+            if r.url in url_owner:
+                continue
+            host = urlsplit(r.url).hostname or r.url
+            node = nodes.setdefault(host, {"node": host, "address": host, "engines": [], "ollama_url": None})
+            node["engines"].append({"route": rname, "runtime": None, "url": r.url})
+        return nodes
+
+    def _node(self, node: str) -> dict[str, Any]:
+        nodes = self._derived_nodes()
+        if node not in nodes:
+            raise ServiceError(f"unknown node {node!r}; nodes: {', '.join(nodes) or '(none)'}")
+        return nodes[node]
+
+    async def cluster_nodes(self) -> dict[str, Any]:
+        if self.hooks.nodes is not None:
+            return {"source": "hub", "nodes": await self.hooks.nodes()}
+        ups = (await self._admin("GET", "/admin/upstreams"))["routes"]
+        out = []
+        for n in self._derived_nodes().values():
+            engines = []
+            for e in n["engines"]:
+                st = ups.get(e["route"]) if e["route"] else None
+                engines.append({**e, "model": st and st["model"], "healthy": st and st["healthy"],
+                                "drained": st and st["drained"], "in_flight": st and st["in_flight"]})
+            known = [e["healthy"] for e in engines if e["healthy"] is not None]
+            out.append({**n, "engines": engines, "cards": None, "vram": None,
+                        "health": "unknown" if not known else "ok" if all(known) else
+                        "degraded" if any(known) else "down"})
+        return {"source": "router-config", "nodes": out,
+                "note": "cards and VRAM come from the node agents (issue 13); health here is the router's "
+                        "view of each engine"}
+
+    async def node_engine_url(self, node: str, route: Optional[str] = None) -> dict[str, Any]:
+        n = self._node(node)
+        engines = [e for e in n["engines"] if e["url"] and (route is None or e["route"] == route)]
+        if not engines:
+            raise ServiceError(f"node {node!r} has no engine" + (f" for route {route!r}" if route else "")
+                               + f"; its routes: {', '.join(str(e['route']) for e in n['engines']) or '(none)'}")
+        return {"node": node, "engines": [{"route": e["route"], "runtime": e["runtime"], "url": e["url"]}
+                                          for e in engines]}
+
+    async def node_ollama_url(self, node: str) -> dict[str, Any]:
+        n = self._node(node)
+        if n["ollama_url"]:
+            return {"node": node, "url": n["ollama_url"].rstrip("/")}
+        for e in n["engines"]:
+            u = urlsplit(e["url"] or "")
+            if e["runtime"] == "ollama" or u.port == OLLAMA_PORT:
+                return {"node": node, "url": f"{u.scheme}://{u.netloc}", "route": e["route"]}
+        raise ServiceError(f"node {node!r} runs no Ollama engine that the router knows of "
+                           f"(use node_engine_url for its engines)")
+
+    # -------------------------------------------------------------------------------- infra (node agents)
+    def _allowlist(self, node: str) -> list[str]:
+        if node not in self.settings.infra_allowlist:
+            self._node(node)        # an unknown node is an error; a known one without a list has no files
+        return list(self.settings.infra_allowlist.get(node, []))
+
+    async def infra_list(self, node: str) -> dict[str, Any]:
+        allowed = self._allowlist(node)
+        if self.hooks.infra_list is None:
+            return {"node": node, "allowlist": allowed, "files": None, "note": f"file details {NEEDS_AGENT}"}
+        return {"node": node, "allowlist": allowed, "files": await self.hooks.infra_list(node, allowed)}
+
+    async def infra_read(self, node: str, path: str, max_bytes: int) -> dict[str, Any]:
+        allowed = self._allowlist(node)
+        if path not in allowed:     # exact match on the normalized path: no prefixes, no globs, no ../
+            raise ServiceError(f"{path!r} is not in the infra allowlist of node {node!r}; allowed: "
+                               f"{', '.join(allowed) or '(none)'}")
+        if self.hooks.infra_read is None:
+            raise ServiceError(f"infra_read {NEEDS_AGENT}")
+        return await self.hooks.infra_read(node, path, max_bytes)
+
+    async def recover_cuda(self, node: str, dry_run: bool) -> dict[str, Any]:
+        n = self._node(node)
+        if self.hooks.recover_cuda is None:
+            routes = [e["route"] for e in n["engines"] if e["route"]]
+            raise ServiceError(f"recover_cuda {NEEDS_AGENT}. It would drain {', '.join(routes) or 'no routes'}, "
+                               f"restart the engines and reload the nvidia modules on {node}")
+        return await self.hooks.recover_cuda(node, dry_run)
