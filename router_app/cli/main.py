@@ -64,6 +64,13 @@ def cmd_check(args) -> int:
     except ConfigInvalid as exc:
         _print_errors(exc.errors, sys.stdout)
         return 1
+    if cfg.extra("mcp") is not None:     # the MCP bridge's section (router_app/mcpbridge/settings.py)
+        from ..mcpbridge.settings import BridgeConfigInvalid, bridge_settings
+        try:
+            bridge_settings(cfg)
+        except BridgeConfigInvalid as exc:
+            _print_errors(exc.errors, sys.stdout)
+            return 1
     print(f"ok: {args.path}: {len(cfg.routes)} routes, {len(cfg.buckets)} buckets, "
           f"terminal: {', '.join(n for n, r in cfg.routes.items() if r.terminal)}")
     return 0

@@ -63,9 +63,24 @@ def router_api_key_env(route: str) -> str:
     return _inventory_module().api_key_env_for(route)
 
 
+def router_mcp_nodes(hostvars: Any, gpu_hosts: Any) -> dict:
+    """``{{ hostvars | router_mcp_nodes(groups['gpu_nodes']) }}``: the node map of the MCP bridge's config
+    (``mcp.nodes``): each GPU host's address and its engines' route, runtime and port."""
+    out: dict[str, dict] = {}
+    for name in list(gpu_hosts or []):
+        hv = hostvars[name]
+        engines = []
+        for e in _plain(hv.get("engines") or []):
+            if isinstance(e, dict):
+                engines.append({k: e[k] for k in ("route", "runtime", "port") if e.get(k) is not None})
+        out[str(name)] = {"address": _plain(hv.get("homelab_address")), "engines": engines}
+    return out
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {
             "router_config_from_inventory": router_config_from_inventory,
             "router_api_key_env": router_api_key_env,
+            "router_mcp_nodes": router_mcp_nodes,
         }
