@@ -104,3 +104,28 @@ def test_admin_needs_the_key(host):
     assert host.check_output(
         "curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:4000/admin/reload-config "
         f"-H 'Authorization: Bearer {ADMIN_KEY}'") == "200"
+
+
+def test_mcp_bridge_hardened_on_loopback(host):
+    svc = host.service("homelab-router-mcp")
+    assert svc.is_running, host.run("journalctl -u homelab-router-mcp --no-pager -n 60").stdout
+    assert svc.is_enabled
+    assert host.socket("tcp://127.0.0.1:8092").is_listening
+    assert not host.socket("tcp://0.0.0.0:8092").is_listening
+    props = svc.systemd_properties
+    assert props["User"] == "homelab-router" and props["NoNewPrivileges"] == "yes"
+    assert props["ProtectSystem"] == "strict" and props["PrivateDevices"] == "yes"
+    pid = host.check_output("systemctl show -p MainPID --value homelab-router-mcp")
+    status = host.file(f"/proc/{pid}/status").content_string
+    caps = {k: v.strip() for k, _, v in (line.partition(":") for line in status.splitlines()) if k.startswith("Cap")}
+    assert int(caps["CapEff"], 16) == 0, caps
+
+
+def test_mcp_bridge_needs_a_key(host):
+    assert json.loads(host.check_output("curl -fsS http://127.0.0.1:8092/healthz")) == {"status": "ok"}
+    assert host.check_output("curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:8092/mcp "
+                             "-H 'content-type: application/json' --data '{}'") == "401"
+    assert host.check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8092/sse "
+                             "-H 'Authorization: Bearer hlr_x_y'") == "401"
+    cfg = host.file("/etc/homelab-router/config.yaml").content_string
+    assert "mcp:" in cfg and "port: 8092" in cfg
