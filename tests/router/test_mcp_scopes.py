@@ -64,3 +64,12 @@ def test_mcp_section_errors_name_the_key(tmp_path):
     paths = {err.path for err in e.value.errors}
     assert {"mcp.listen.port", "mcp.bogus", "mcp.infra_allowlist"} <= paths
     assert bridge_settings(make_cfg(tmp_path)).listen.port == 8092
+
+
+def test_check_config_reports_the_mcp_section(tmp_path, capsys):
+    from router_app.cli.main import main
+    cfg = make_cfg(tmp_path, mcp={"listen": {"port": 70000}})
+    assert main(["check-config", cfg.source_path]) == 1
+    assert "mcp.listen.port" in capsys.readouterr().out
+    ok = make_cfg(tmp_path, mcp={"infra_allowlist": {"n1": ["/etc/x"]}})
+    assert main(["check-config", ok.source_path]) == 0
