@@ -235,7 +235,10 @@ def test_bad_arguments_are_tool_errors_and_session_survives(bridge, transport):
 
 
 def test_audit_has_refusals(bridge):
+    async def fn(s):
+        return await s.call_tool("recover_cuda", {"node": "gpu-a", "dry_run": True})
+    assert session(bridge, "sse", "reader")(fn).is_error
     lines = [json.loads(ln) for ln in bridge["audit"].read_text().splitlines()]
     refused = [a for a in lines if a["outcome"] == "refused"]
     assert refused and all(a["app"] == "reader" and a["error"] == "scope_missing" for a in refused)
-    assert {a["transport"] for a in lines} == {"sse", "streamable-http"}
+    assert any(a["tool"] == "recover_cuda" and a["transport"] == "sse" for a in refused)
