@@ -74,7 +74,8 @@ def next_route(rt: Runtime, start: str, kind: str, has_image: bool, allowed: Opt
         seen.add(cand)
         st = rt.states.get(cand)
         if (st is not None and cand not in visited and (not has_image or policy.vision[cand])
-                and (allowed is None or cand in allowed) and not st.drained):
+                and (allowed is None or cand in allowed) and not st.drained
+                and (cand not in policy.cloud or (allowed is not None and cand in allowed))):   # issue 18
             return cand
         cand = policy.failover.get(cand)
     return None
