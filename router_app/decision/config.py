@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..access.config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Cors, Price, Structured
 from ..cloud import privacy as cloud_privacy
@@ -90,6 +90,12 @@ class Route(_Strict):
         if not (v.startswith("http://") or v.startswith("https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _cloud_usage(self) -> "Route":
+        if self.kind == "cloud" and "stream_usage" not in self.model_fields_set:
+            self.stream_usage = True      # every cloud kind sends the usage chunk (the translator always does)
+        return self
 
     def spill_target(self, has_image: bool) -> Optional[str]:
         """Where saturated traffic goes: the spill entry for this modality, else the failover."""

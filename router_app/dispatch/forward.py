@@ -108,11 +108,12 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
         visited.add(route)
         st = rt.states[route]
         # ---- known down: straight to the failover
-        if not st.healthy:
+        if not st.usable():
             nxt = next_route(rt, route, "failover", has_image, allowed, visited) if fallback else None
             reason = f"{route}_down"
+            wait = max(retry_after, int(st.cloud_until - time.time() + 0.999))   # a cloud route's cool-down
             route = _move_on(metrics.failovers, hops, route, "down", nxt, reason, "is unavailable",
-                             "route_unavailable", retry_after)
+                             "route_unavailable", wait)
             continue
         # ---- capacity
         if not st.try_acquire():
@@ -162,11 +163,12 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
                 st.release()
         # ---- failure before the first byte reached the client: mark down and fail over
         kind, detail = failure.kind, failure.detail
-        mark_route_down(st, f"{kind}: {detail}", logs)
+        hold = detail.get("retry_after")       # a provider's 429 (issue 18)
+        mark_route_down(st, f"{kind}: {detail}", logs, hold)
         metrics.upstream_failures.inc((route, kind))
         nxt = next_route(rt, route, "failover", has_image, allowed, visited) if fallback else None
         logs.failures.write({"ts": now_iso(), "id": req_id, "route": route, "kind": kind, **detail,
                              "elapsed_ms": round((perf() - t_up) * 1000, 2), "failover_to": nxt})
         reason = f"{route}_down"
         route = _move_on(metrics.failovers, hops, route, kind, nxt, reason, f"failed ({kind})", "route_unavailable",
-                         retry_after)
+                         max(retry_after, int((hold or 0) + 0.999)))
