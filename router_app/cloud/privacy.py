@@ -102,6 +102,7 @@ def config_errors(cfg: Any) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for name, r in routes.items():
         out.extend(_route_errors(name, r))
+    out.extend(_site_errors(cfg))
     clouds = cloud_routes(routes)
     if not clouds:
         return out
@@ -127,6 +128,31 @@ def config_errors(cfg: Any) -> list[tuple[str, str]]:
                 out.append((f"size_promotions.{bname}[{i}].route",
                             f"bucket '{bname}' carries images and '{p.route}' is a cloud route without "
                             "cloud.send_images: true"))
+    return out
+
+
+def _site_errors(cfg: Any) -> list[tuple[str, str]]:
+    """The top-level `cloud:` key (router_app/cloud/settings.py: CloudSite), and a price for every cloud route."""
+    from pydantic import ValidationError   # noqa: PLC0415 - load time only
+
+    from .prices import reference_price, route_price   # noqa: PLC0415
+    from .settings import CloudSite   # noqa: PLC0415
+    out: list[tuple[str, str]] = []
+    raw = cfg.extra("cloud") if hasattr(cfg, "extra") else None
+    try:
+        site = CloudSite.model_validate(raw or {})
+    except ValidationError as exc:
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e.get("loc", ()))
+            msg = "unknown key" if e.get("type") == "extra_forbidden" else e.get("msg", "invalid")
+            out.append(("cloud." + loc if loc else "cloud", msg))
+        return out
+    if site.compare_to and reference_price(cfg, site.compare_to) is None:
+        out.append(("cloud.compare_to", f"'{site.compare_to}' is neither a priced cloud route nor a provider/model "
+                                        "of the price table (router_app/cloud/prices.py)"))
+    for name, r in cfg.routes.items():
+        if is_cloud(r) and r.provider in ("openai", "anthropic") and route_price(cfg, name) is None:
+            out.append((f"routes.{name}.model", f"no price for '{r.model}' in the price table: add prices.{name}"))
     return out
 
 

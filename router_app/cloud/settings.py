@@ -34,3 +34,25 @@ class CloudOptions(BaseModel):
     anthropic_version: str = "2023-06-01"
     default_max_tokens: int = Field(4096, ge=1)
     cooldown_s: float = Field(30.0, gt=0)
+
+
+class MoneyBudget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    usd_per_day: float | None = Field(None, gt=0)
+    usd_per_month: float | None = Field(None, gt=0)
+
+
+class CloudSite(BaseModel):
+    """The top-level `cloud:` key of the router config (spend, budgets, the "saved vs cloud" reference).
+
+        cloud:
+          compare_to: anthropic/claude-sonnet-4   # a cloud route's name, or provider/model from the price table
+          budgets:                                # money per app (the app a key belongs to), cloud routes only
+            default: {usd_per_day: 1.0, usd_per_month: 20.0}
+            ide: {usd_per_month: 50.0}
+    """
+    model_config = ConfigDict(extra="forbid")
+
+    compare_to: str | None = None
+    budgets: dict[str, MoneyBudget] = Field(default_factory=dict)
