@@ -3,6 +3,8 @@
 It follows the documented wire format and refuses what the real API refuses:
   * POST /v1/messages, headers `x-api-key` (401 authentication_error otherwise) and `anthropic-version`
     (400 without it) - https://docs.anthropic.com/en/api/overview , https://docs.anthropic.com/en/api/versioning
+    (the official Python SDK 2.x sends the key as `Authorization: Bearer`; the fake takes that too, and the
+    tests check that the router sends `x-api-key` as documented)
   * body: model, max_tokens (required), messages (user/assistant turns, the first a user turn; no "system" role:
     the system prompt is the top-level `system`), content blocks text / image (base64 source with a supported
     media_type, or url source) / tool_use / tool_result (its tool_use_id names an earlier tool_use), tools with
@@ -86,14 +88,15 @@ def validate(body) -> int:
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise BadRequest("messages: at least one message is required")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise BadRequest(f"messages.{i}.role: Unexpected role; the system prompt is the top-level "
+                             "system parameter")
     if msgs[0].get("role") != "user":
         raise BadRequest("messages: first message must use the \"user\" role")
     images, tool_ids = 0, set()
     for i, m in enumerate(msgs):
         role = m.get("role")
-        if role not in ("user", "assistant"):
-            raise BadRequest(f"messages.{i}.role: Unexpected role \"{role}\"; the system prompt is the top-level "
-                             "system parameter")
         content = m.get("content")
         if isinstance(content, str):
             continue
@@ -124,7 +127,7 @@ class FakeAnthropic(FakeProvider):
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         self.headers_seen.append({k.lower(): v for k, v in request.headers.items()})
-        if request.headers.get("x-api-key") != self.key:
+        if request.headers.get("x-api-key") != self.key and request.headers.get("Authorization") != f"Bearer {self.key}":
             return web.json_response(error_body(401, message="invalid x-api-key"), status=401)
         if not request.headers.get("anthropic-version"):
             return web.json_response(error_body(400, message="anthropic-version: header is required"), status=400)
