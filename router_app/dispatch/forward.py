@@ -81,6 +81,11 @@ def next_route(rt: Runtime, start: str, kind: str, has_image: bool, allowed: Opt
     return None
 
 
+def _cloud_wait(st) -> int:
+    """Seconds until a cloud route that failed is tried again (its provider's Retry-After or cooldown); 0: local."""
+    return max(1, int(st.cloud_until - time.time() + 0.999)) if st.cfg.kind == "cloud" else 0
+
+
 class _Timing:
     __slots__ = ("upstream_s", "queue_s")
 
@@ -111,7 +116,7 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
         if not st.usable():
             nxt = next_route(rt, route, "failover", has_image, allowed, visited) if fallback else None
             reason = f"{route}_down"
-            wait = max(retry_after, int(st.cloud_until - time.time() + 0.999))   # a cloud route's cool-down
+            wait = _cloud_wait(st) or retry_after     # a cloud route: its cool-down (it is never probed)
             route = _move_on(metrics.failovers, hops, route, "down", nxt, reason, "is unavailable",
                              "route_unavailable", wait)
             continue
@@ -171,4 +176,4 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
                              "elapsed_ms": round((perf() - t_up) * 1000, 2), "failover_to": nxt})
         reason = f"{route}_down"
         route = _move_on(metrics.failovers, hops, route, kind, nxt, reason, f"failed ({kind})", "route_unavailable",
-                         max(retry_after, int((hold or 0) + 0.999)))
+                         _cloud_wait(st) or retry_after)
