@@ -40,7 +40,7 @@ class Translator:
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
     def feed(self, data: bytes) -> bytes:
-        self.buf += data.replace(b"\r\n", b"\n")
+        self.buf = (self.buf + data).replace(b"\r\n", b"\n")    # a CR and its LF may come in two reads
         out = []
         while b"\n\n" in self.buf:
             ev, self.buf = self.buf.split(b"\n\n", 1)
