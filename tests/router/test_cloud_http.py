@@ -237,3 +237,19 @@ def test_money_budget_and_cloud_spend_in_stats(rig, fakes):
         assert again_stats["apps"]["ide"]["usd_this_month"] > 0.0002
     finally:
         again.stop()
+
+
+def test_openai_compatible_stream_is_accounted_without_showing_usage(rig, fakes):
+    fo = fakes[1]
+
+    def compatible(cfg):
+        cfg["routes"]["gpt"].update(provider="openai_compatible", model="meta-llama/Llama-3.3-70B-Instruct-Turbo")
+        cfg["prices"] = {"gpt": {"input_per_mtok": 0.88, "output_per_mtok": 0.88}}
+    r = rig(compatible)
+    chunks = list(client(r).chat.completions.create(model="meta-llama/Llama-3.3-70B-Instruct-Turbo", stream=True,
+                                                    messages=[{"role": "user", "content": "hi"}]))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).startswith("Hello from meta-llama")
+    assert all(c.usage is None for c in chunks)                       # the client did not ask for it
+    assert fo.requests[-1]["stream_options"] == {"include_usage": True}  # the router did, for accounting
+    r.sync()
+    assert httpx.get(r.url + "/stats").json()["cloud"]["spend_usd"]["ide"]["gpt"] > 0
