@@ -59,8 +59,8 @@ def resolve_models(models: Iterable[str], cfg: Any) -> tuple[set[str], list[str]
     out: set[str] = set()
     unknown: list[str] = []
     for m in models:
-        if m == AUTO_MODEL:
-            out.update(routes_cfg)
+        if m == AUTO_MODEL:   # every local route: a cloud route is whitelisted by name only (issue 18)
+            out.update(n for n, r in routes_cfg.items() if getattr(r, "kind", "local") != "cloud")
         elif m in by_alias:
             out.add(by_alias[m])
         elif m.startswith("homelab/") and m[len("homelab/"):] in buckets:

@@ -122,7 +122,7 @@ def cmd_explain(args) -> int:
     view = mk(body, headers.get("x-homelab-route"), headers.get("x-homelab-bucket"))
     policy = Policy(cfg)
     try:
-        d = decide(policy, view, frozenset(args.drained or ()), None)
+        d = decide(policy, view, frozenset(args.drained or ()), frozenset(args.allow) if args.allow else None)
     except ApiError as err:
         if args.json:
             print(json.dumps({"status": err.status, **err.body()}, indent=2))
@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--endpoint", choices=("chat", "completions"))
     e.add_argument("--image", action="store_true", help="add an image part to TEXT")
     e.add_argument("--drained", action="append", metavar="ROUTE", help="explain as if ROUTE were drained")
+    e.add_argument("--allow", action="append", metavar="ROUTE",
+                   help="explain for a key whose whitelist is these routes (a key without one never reaches a "
+                        "cloud route)")
     e.add_argument("--json", action="store_true")
     e.add_argument("text", nargs="*")
     e.set_defaults(func=cmd_explain)

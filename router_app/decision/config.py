@@ -12,9 +12,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..access.config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Cors, Price, Structured
+from ..cloud import privacy as cloud_privacy
+from ..cloud.settings import CloudOptions, Provider, RouteKind
 from .yamlload import load_yaml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -77,6 +79,10 @@ class Route(_Strict):
     # The engine honours stream_options.include_usage: the router may ask for the usage chunk on streams
     # (and strips it again when the client did not ask). Off: stream_options are sent only as the client wrote them.
     stream_usage: bool = False
+    # issue 18: a cloud route (router_app/cloud): who answers, and its options (router_app/cloud/settings.py)
+    kind: RouteKind = "local"
+    provider: Optional[Provider] = None
+    cloud: Optional[CloudOptions] = None
 
     @field_validator("url")
     @classmethod
@@ -84,6 +90,12 @@ class Route(_Strict):
         if not (v.startswith("http://") or v.startswith("https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _cloud_usage(self) -> "Route":
+        if self.kind == "cloud" and "stream_usage" not in self.model_fields_set:
+            self.stream_usage = True      # every cloud kind sends the usage chunk (the translator always does)
+        return self
 
     def spill_target(self, has_image: bool) -> Optional[str]:
         """Where saturated traffic goes: the spill entry for this modality, else the failover."""
@@ -300,6 +312,9 @@ def _semantic_errors(cfg: RouterConfig) -> list[ConfigError]:
     for i, b in enumerate(cfg.structured.fail_closed_buckets):
         if b not in buckets and "fail_closed_buckets" in cfg.structured.model_fields_set:   # not the default
             add(f"structured.fail_closed_buckets[{i}]", f"unknown bucket '{b}'")
+
+    for p, m in cloud_privacy.config_errors(cfg):   # issue 18: when a request may leave the house
+        add(p, m)
 
     if not any(r.terminal for r in routes.values()) and routes:
         add("routes", "no terminal route: mark the bottom of the fallback chain with terminal: true")

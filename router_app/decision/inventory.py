@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping, NamedTuple, Optional
 
+from ..cloud.inventory import cloud_routes_config
+
 __all__ = [
     "DEFAULT_ADMIN_KEY_ENV",
     "DEFAULT_LISTEN_HOST",
@@ -144,6 +146,8 @@ def compile_router_config(
     fail_closed_buckets: Optional[Iterable[str]] = None,
     route_unknown_models: Optional[bool] = None,
     cors_allow_origins: Optional[Iterable[str]] = None,
+    cloud_routes: Optional[Mapping[str, Any]] = None,
+    cloud: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Any]:
     """Build the router config dict (the YAML the router reads) from the inventory.
 
@@ -170,6 +174,8 @@ def compile_router_config(
         config["admin_key_env"] = admin_key_env
     if log_dir:
         config["log_dir"] = log_dir
+    for name, r in cloud_routes_config(cloud_routes, api_key_env_for).items():   # issue 18: router_cloud_routes
+        routes.setdefault(name, r)      # an engine of the same name wins; validation reports the clash
     config["routes"] = routes
     config["buckets"] = dict(buckets or {})
     config["tie_break"] = list(tie_break or [])
@@ -184,6 +190,8 @@ def compile_router_config(
         config["route_unknown_models"] = route_unknown_models
     if cors_allow_origins is not None:
         config["cors"] = {"allow_origins": list(cors_allow_origins)}
+    if cloud:
+        config["cloud"] = dict(cloud)
     if extra:
         config.update(extra)
     return _plain(config)
@@ -202,6 +210,7 @@ _SITE_KEYS = {
     "structured": "router_structured_fail_closed_buckets",
     "route_unknown_models": "router_route_unknown_models",
     "cors": "router_cors_allow_origins",
+    "cloud": "router_cloud",
 }
 # Router keys whose sub-key the inventory variable stands for (structured.fail_closed_buckets[0] -> ...[0]).
 _SITE_SUBKEY = {"structured": "structured.fail_closed_buckets", "cors": "cors.allow_origins"}
@@ -236,7 +245,7 @@ def map_config_error(
             key = _ROUTE_FIELD.get(key, key)
             field = f"engines[{owner.index}]" + (f".{key}{sep}{deeper}" if key else "")
             return owner.host, field, f"route '{name}': {message}"
-        return site_host, path, message
+        return site_host, "router_cloud_routes." + rest, f"route '{name}': {message}"   # no engine: a cloud route
     if path == "routes":
         return "gpu_nodes", "engines", message
     head = re.split(r"[.\[]", path, maxsplit=1)[0]

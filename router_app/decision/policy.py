@@ -12,6 +12,8 @@ Rules (strongest first):
      any other model name: 404 model_not_found, or the classifier when route_unknown_models is true
 An image part sends every non-route-pinned request to the `vision` bucket (reason image_present).
 Size promotion applies to buckets only (never to route pins), when the estimate is strictly greater than over_tokens.
+Cloud routes (issue 18, router_app/cloud/privacy.py): used only for keys whose whitelist names them, when pinned or
+when a bucket maps to them; a key with no whitelist may use local routes only.
 Drained routes and routes the caller may not use are skipped for non-pinned traffic by following the failover chain;
 auto-routed traffic whose route the key may not use goes to the best route it may use (router_app/decision/keyscope.py).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from ..cloud.privacy import allowed_for_key, leave_reason
 from ..errors import ApiError
 from .classifier import Classifier
 from .config import AUTO_MODEL, BUCKET_PREFIX, VISION_BUCKET, RouterConfig
@@ -155,6 +158,7 @@ class Policy:
         self.vision_routes = tuple(n for n in self.route_names if self.vision[n])
         self.embeddings_route = cfg.embeddings.route if cfg.embeddings else None
         self.route_unknown_models = cfg.route_unknown_models   # false: unknown model names are a 404
+        self.cloud = {n: (r.provider or "cloud") for n, r in cfg.routes.items() if r.kind == "cloud"}
 
     def resolve_route_name(self, name: str) -> Optional[str]:
         if name in self.routes:
@@ -186,6 +190,7 @@ class Decision:
     path: list = field(default_factory=list)        # routes skipped at decision time (drained / forbidden)
     fallback: list = field(default_factory=list)    # failover chain after `route` (has_image honoured)
     spill: Optional[str] = None                     # where `route` spills when saturated
+    cloud: dict = field(default_factory=dict)       # issue 18: cloud routes on this path -> provider, and "why"
 
     @property
     def route_pinned(self) -> bool:
@@ -203,7 +208,7 @@ class Decision:
             "bucket": self.bucket, "route": self.route, "reason": self.reason, "pin": self.pin,
             "has_image": self.has_image, "est_tokens": self.est_tokens, "matched": self.matched,
             "scores": self.scores, "skipped": self.path, "spill": self.spill,
-            "fallback": self.fallback + ["503"],
+            "fallback": self.fallback + ["503"], "cloud": self.cloud,
         }
 
 
@@ -213,6 +218,9 @@ def unknown_model(model: str) -> ApiError:
 
 
 def _no_vision_error(policy: Policy, route: str) -> ApiError:
+    if route in policy.cloud:
+        return ApiError(400, f"the request carries an image, audio or file part and route '{route}' is a cloud route "
+                             "without cloud.send_images: true: it stays in the house", code="image_to_cloud_refused")
     can = ", ".join(policy.vision_routes) or "none"
     return ApiError(400, f"the request carries an image, audio or file part but route '{route}' cannot read them; "
                          f"routes with vision: {can}", code="image_to_blind_route")
@@ -223,6 +231,7 @@ def decide(policy: Policy, view: RequestView, drained: Iterable[str] = frozenset
     """The routing decision. Same request + same state -> same decision. Raises ApiError (400/403/503)."""
     has_image = view.has_image
     est = view.est_tokens
+    allowed_routes = allowed_for_key(policy.routes, allowed_routes)   # no whitelist: local routes only
 
     # 1-2. route pins
     pinned_route = None
@@ -257,11 +266,14 @@ def decide(policy: Policy, view: RequestView, drained: Iterable[str] = frozenset
         if has_image and not policy.vision[pinned_route]:
             raise _no_vision_error(policy, pinned_route)
         if allowed_routes is not None and pinned_route not in allowed_routes:
+            if pinned_route in policy.cloud:
+                raise ApiError(403, f"route '{pinned_route}' is a cloud route: only keys whose whitelist names it "
+                                    "may use it", type="permission_error", code="cloud_route_forbidden")
             raise ApiError(403, f"this key may not use route '{pinned_route}'", type="permission_error",
                            code="route_forbidden")
-        return Decision(bucket="pinned", route=pinned_route, reason=reason, pin="route", has_image=has_image,
-                        est_tokens=est, fallback=policy.failover_chain(pinned_route, has_image),
-                        spill=policy.spill[(pinned_route, has_image)])
+        return _with_cloud(policy, Decision(
+            bucket="pinned", route=pinned_route, reason=reason, pin="route", has_image=has_image, est_tokens=est,
+            fallback=policy.failover_chain(pinned_route, has_image), spill=policy.spill[(pinned_route, has_image)]))
 
     # 3. metadata hint
     if bucket is None and view.metadata_bucket:
@@ -324,9 +336,21 @@ def decide(policy: Policy, view: RequestView, drained: Iterable[str] = frozenset
         reason = f"{route}_{why}"
         route = nxt
 
-    return Decision(bucket=bucket, route=route, reason=reason, pin=pin, has_image=has_image, est_tokens=est,
-                    matched=matched, scores=scores, path=path, fallback=policy.failover_chain(route, has_image),
-                    spill=policy.spill[(route, has_image)])
+    return _with_cloud(policy, Decision(
+        bucket=bucket, route=route, reason=reason, pin=pin, has_image=has_image, est_tokens=est, matched=matched,
+        scores=scores, path=path, fallback=policy.failover_chain(route, has_image),
+        spill=policy.spill[(route, has_image)]))
+
+
+def _with_cloud(policy: Policy, d: Decision) -> Decision:
+    """Notes every cloud route the decision may reach (its route, spill, fallbacks) and why (issue 18)."""
+    if policy.cloud:
+        for r in [d.route, d.spill] + d.fallback:
+            if r in policy.cloud and r not in d.cloud:
+                d.cloud[r] = policy.cloud[r]
+        if d.route in policy.cloud:
+            d.cloud["why"] = leave_reason(d.reason, d.pin, d.bucket)
+    return d
 
 
 def format_explain(d: Decision) -> str:
@@ -345,4 +369,16 @@ def format_explain(d: Decision) -> str:
         lines.append(f"skipped:  {', '.join(d.path)}")
     lines.append(f"if busy:  {d.spill or '503 (busy)'}")
     lines.append("if down:  " + " -> ".join([d.route] + d.fallback + ["503"]))
+    lines.append("leaves the house: " + _cloud_line(d))
     return "\n".join(lines)
+
+
+def _cloud_line(d: Decision) -> str:
+    c = d.cloud
+    if d.route in c:
+        return f"YES, to '{d.route}' ({c[d.route]}) because {c.get('why')}"
+    others = [r for r in c if r != "why"]
+    if others:
+        return "not now; only if '" + d.route + "' is busy or down it may go to " + \
+            ", ".join(f"'{r}' ({c[r]})" for r in others)
+    return "no (every route on this path is local)"

@@ -17,6 +17,8 @@ from typing import Optional
 import aiohttp
 import orjson
 
+from ..cloud.providers import retry_after_s
+
 SSE_FIELDS = (b"data:", b"event:", b"id:", b"retry:", b":")
 
 
@@ -120,20 +122,33 @@ async def attempt(session: aiohttp.ClientSession, st, path: str, data: bytes, he
     total_at = start + cfg.total_timeout_s
     first_at = min(start + cfg.first_token_timeout_s, total_at)
     resp = None
+    hooks = getattr(st, "hooks", None)     # a cloud route's provider adaptation (router_app/cloud/providers.py)
+    url = st.base_url + path
+    if hooks is not None:
+        url, data = hooks.url(st.base_url, path), hooks.body(data, stream)
     keep = False      # the stream outcome owns the response
     clean = False     # the body was read to its end: the connection may be reused
     try:
         async with asyncio.timeout_at(first_at) as cm:
             try:
-                resp = await session.post(st.base_url + path, data=data, headers=headers, timeout=st.timeout)
+                resp = await session.post(url, data=data, headers=headers, timeout=st.timeout)
                 if resp.status >= 500:
                     body = await resp.read()
                     clean = True
                     raise EngineFailure("http_5xx", {"status": resp.status, **error_kind(body)})
+                if hooks is not None and resp.status in (401, 403, 429):   # the provider's limit or our key
+                    await resp.read()
+                    clean = True
+                    if resp.status == 429:
+                        ra = retry_after_s(resp.headers.get("Retry-After"), cfg.cloud.cooldown_s if cfg.cloud else 30)
+                        raise EngineFailure("rate_limited", {"status": 429, "retry_after": round(ra, 3)})
+                    raise EngineFailure("provider_auth", {"status": resp.status})
                 out = Outcome()
                 out.status = resp.status
                 ct = resp.headers.get("Content-Type")
                 if stream and resp.status == 200:
+                    if hooks is not None and hooks.translate:
+                        resp = hooks.stream(resp)
                     out.first_chunk = await _read_sse_head(resp)
                     out.content_type = (ct or "text/event-stream").encode("latin-1")
                     out.resp = resp
@@ -150,6 +165,11 @@ async def attempt(session: aiohttp.ClientSession, st, path: str, data: bytes, he
                     out.extra_headers.append((b"content-encoding", ce.encode("latin-1")))
                 if 200 <= resp.status < 300:
                     out.obj = _parse_answer(resp, out.body)
+                    if hooks is not None and hooks.translate:
+                        out.obj = hooks.answer(out.obj)
+                        out.body, out.content_type = orjson.dumps(out.obj), b"application/json"
+                elif hooks is not None and hooks.translate:
+                    out.body, out.content_type = hooks.error(out.body, resp.status), b"application/json"
                 return out
             except asyncio.CancelledError:
                 if cm.expired():

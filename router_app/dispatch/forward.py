@@ -74,10 +74,16 @@ def next_route(rt: Runtime, start: str, kind: str, has_image: bool, allowed: Opt
         seen.add(cand)
         st = rt.states.get(cand)
         if (st is not None and cand not in visited and (not has_image or policy.vision[cand])
-                and (allowed is None or cand in allowed) and not st.drained):
+                and (allowed is None or cand in allowed) and not st.drained
+                and (cand not in policy.cloud or (allowed is not None and cand in allowed))):   # issue 18
             return cand
         cand = policy.failover.get(cand)
     return None
+
+
+def _cloud_wait(st) -> int:
+    """Seconds until a cloud route that failed is tried again (its provider's Retry-After or cooldown); 0: local."""
+    return max(1, int(st.cloud_until - time.time() + 0.999)) if st.cfg.kind == "cloud" else 0
 
 
 class _Timing:
@@ -107,11 +113,12 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
         visited.add(route)
         st = rt.states[route]
         # ---- known down: straight to the failover
-        if not st.healthy:
+        if not st.usable():
             nxt = next_route(rt, route, "failover", has_image, allowed, visited) if fallback else None
             reason = f"{route}_down"
+            wait = _cloud_wait(st) or retry_after     # a cloud route: its cool-down (it is never probed)
             route = _move_on(metrics.failovers, hops, route, "down", nxt, reason, "is unavailable",
-                             "route_unavailable", retry_after)
+                             "route_unavailable", wait)
             continue
         # ---- capacity
         if not st.try_acquire():
@@ -161,11 +168,12 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
                 st.release()
         # ---- failure before the first byte reached the client: mark down and fail over
         kind, detail = failure.kind, failure.detail
-        mark_route_down(st, f"{kind}: {detail}", logs)
+        hold = detail.get("retry_after")       # a provider's 429 (issue 18)
+        mark_route_down(st, f"{kind}: {detail}", logs, hold)
         metrics.upstream_failures.inc((route, kind))
         nxt = next_route(rt, route, "failover", has_image, allowed, visited) if fallback else None
         logs.failures.write({"ts": now_iso(), "id": req_id, "route": route, "kind": kind, **detail,
                              "elapsed_ms": round((perf() - t_up) * 1000, 2), "failover_to": nxt})
         reason = f"{route}_down"
         route = _move_on(metrics.failovers, hops, route, kind, nxt, reason, f"failed ({kind})", "route_unavailable",
-                         retry_after)
+                         _cloud_wait(st) or retry_after)

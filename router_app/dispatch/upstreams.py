@@ -9,6 +9,7 @@ from typing import Optional
 
 import aiohttp
 
+from ..cloud.providers import auth_headers, hooks_for
 from ..decision.config import Route, RouterConfig
 from ..ops.telemetry import now_iso
 
@@ -18,7 +19,7 @@ class RouteState:
 
     __slots__ = ("name", "cfg", "max_concurrency", "max_queue", "queue_timeout_s", "in_flight", "_waiters",
                  "healthy", "drained", "last_error", "last_error_at", "last_ok_at", "base_url", "health_url",
-                 "models_url", "headers", "timeout", "consecutive_failures", "requests_total")
+                 "models_url", "headers", "timeout", "consecutive_failures", "requests_total", "hooks", "cloud_until")
 
     def __init__(self, name: str, cfg: Route):
         self.name = name
@@ -31,6 +32,7 @@ class RouteState:
         self.last_ok_at: Optional[float] = None
         self.consecutive_failures = 0
         self.requests_total = 0
+        self.cloud_until = 0.0       # a cloud route that failed is not tried again before this time (issue 18)
         self.apply(cfg)
 
     def apply(self, cfg: Route) -> None:
@@ -43,11 +45,13 @@ class RouteState:
         self.health_url = root + "/health"
         self.models_url = cfg.url + "/models"
         h = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-        if cfg.api_key_env:
-            key = os.environ.get(cfg.api_key_env)
-            if key:
-                h["Authorization"] = "Bearer " + key
+        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+        if cfg.kind == "cloud":
+            h.update(auth_headers(cfg, key))
+        elif key:
+            h["Authorization"] = "Bearer " + key
         self.headers = h
+        self.hooks = hooks_for(cfg)   # None for local engines
         self.timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=cfg.connect_timeout_s,
                                              sock_read=cfg.first_byte_timeout_s)
         # a raised cap may free waiters
@@ -109,6 +113,13 @@ class RouteState:
         self.consecutive_failures += 1
         return was
 
+    def usable(self) -> bool:
+        """Healthy; a cloud route (never probed: nothing leaves the house for a probe) comes back once its
+        cool-down (cloud.cooldown_s, or the provider's Retry-After) has passed."""
+        if not self.healthy and self.cfg.kind == "cloud" and time.time() >= self.cloud_until:
+            self.mark_up()
+        return self.healthy
+
     def mark_up(self) -> None:
         self.healthy = True
         self.consecutive_failures = 0
@@ -123,8 +134,12 @@ class RouteState:
         }
 
 
-def mark_route_down(st: RouteState, detail: str, logs) -> None:
-    """Marks a route down after a failed request; the transition goes to router-events.jsonl, as probes' do."""
+def mark_route_down(st: RouteState, detail: str, logs, hold_s: Optional[float] = None) -> None:
+    """Marks a route down after a failed request; the transition goes to router-events.jsonl, as probes' do.
+    A cloud route stays down for `hold_s` (a 429's Retry-After) or its cloud.cooldown_s."""
+    if st.cfg.kind == "cloud":
+        cool = st.cfg.cloud.cooldown_s if st.cfg.cloud else 30.0
+        st.cloud_until = time.time() + (hold_s if hold_s is not None else cool)
     if st.mark_down(detail):
         logs.events.write({"ts": now_iso(), "event": "health", "route": st.name, "healthy": False,
                            "detail": detail, "source": "request"})
@@ -153,6 +168,9 @@ def new_session() -> aiohttp.ClientSession:
 
 async def probe(session: aiohttp.ClientSession, st: RouteState, timeout_s: float) -> tuple[bool, str]:
     """Engine /health, else /v1/models. -> (ok, detail)."""
+    if st.cfg.kind == "cloud":   # issue 18: no probe leaves the house; a cloud route is up once its cool-down ends
+        ok = st.usable()
+        return ok, "cloud route: up" if ok else f"cloud route: cooling down for {st.cloud_until - time.time():.0f}s"
     to = aiohttp.ClientTimeout(total=timeout_s)
     hdrs = {k: v for k, v in st.headers.items() if k == "Authorization"}
     try:

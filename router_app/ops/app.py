@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from ..cloud import spend as cloud_spend
 from ..errors import ApiError
 from .auth import check_admin, check_observer
 
@@ -233,6 +234,7 @@ def build_ops_app(router: OpsHost) -> FastAPI:
         extra = getattr(router.access, "render_metrics", None)   # per-app series (labels app, route)
         if extra:
             text += extra()
+        text += cloud_spend.of(router).render()                  # issue 18: cloud spend, saved vs cloud
         return Response(text.encode(), media_type=PROM_CONTENT_TYPE)
 
     @app.get("/stats", tags=["observability"], summary="Counters as JSON, route state, config generation",
@@ -240,6 +242,7 @@ def build_ops_app(router: OpsHost) -> FastAPI:
     async def stats():
         s = router.metrics.as_json(router.runtime.states)
         s["config_generation"] = router.runtime.generation
+        s["cloud"] = cloud_spend.of(router).as_json()
         return OrjsonResponse(s)
 
     # ------------------------------------------------------------------------- admin

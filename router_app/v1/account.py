@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from ..access import glue as access_glue
+from ..cloud import spend as cloud_spend
 from ..ops.telemetry import now_iso
 from .ctx import Ctx
 
@@ -39,7 +40,11 @@ def account(app, ctx: Ctx, access) -> None:
     }
     if ctx.error_code:
         rec["error_code"] = ctx.error_code
+    if d is not None and d.cloud:
+        rec["cloud"] = d.cloud       # issue 18: which cloud routes this request could reach, and why
     app.logs.decisions.write(rec)
+    if ctx.route != "none" and (status < 400 or ctx.cloud_hold):   # cloud spend / saved vs cloud (issue 18)
+        cloud_spend.of(app).settle(getattr(ctx.principal, "app", None) or "-", ctx.route, u, ctx.cloud_hold)
     if ctx.ticket is not None:
         try:
             access.settle(ctx.ticket, u, route=ctx.route, bucket=ctx.bucket, status=status, latency_ms=latency_ms)

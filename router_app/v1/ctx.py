@@ -8,7 +8,7 @@ from ..decision.policy import Decision
 
 
 class Ctx:
-    __slots__ = ("t0", "req_id", "endpoint", "rt", "body", "decision", "principal", "ticket", "stream",
+    __slots__ = ("cloud_hold", "t0", "req_id", "endpoint", "rt", "body", "decision", "principal", "ticket", "stream",
                  "client_usage", "usage_added", "route", "bucket", "reason", "hops", "status", "usage",
                  "overhead_ms", "error_code", "authz", "route_hdr", "bucket_hdr", "client_host", "body_s",
                  "upstream_s", "queue_s", "allowed", "surface")
@@ -19,6 +19,7 @@ class Ctx:
         self.body = None
         self.decision: Optional[Decision] = None
         self.principal = None
+        self.cloud_hold = 0.0         # USD reserved against the app's cloud money budget (router_app/cloud/spend.py)
         self.ticket = None
         self.stream = False
         self.client_usage = False     # the client asked for the usage chunk itself

@@ -26,6 +26,7 @@ from typing import Awaitable, Callable, Optional
 import orjson
 
 from ..access import glue as access_glue
+from ..cloud import spend as cloud_spend
 from ..decision.embeddings import decide_embeddings
 from ..decision.policy import decide, view_from_chat, view_from_completion
 from ..dispatch.forward import Outcome, forward
@@ -171,6 +172,11 @@ class Pipeline:
     def admit(self, ctx: Ctx) -> None:
         ctx.ticket = access_glue.admit(self.app.access, ctx.principal, ctx.decision, ctx, ctx.body)
         d = ctx.decision
+        if d.route in ctx.rt.policy.cloud:     # issue 18: the money budget of the key's app
+            b = ctx.body
+            ctx.cloud_hold = cloud_spend.of(self.app).admit(
+                getattr(ctx.principal, "app", None), d.route, d.est_tokens,
+                b.get("max_completion_tokens") or b.get("max_tokens"), ctx.rt.config.default_reserve_tokens)
         self.app.metrics.decisions.inc((d.bucket, d.route, d.reason))
 
     async def dispatch(self, ctx: Ctx) -> Outcome:

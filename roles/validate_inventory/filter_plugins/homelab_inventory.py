@@ -87,21 +87,24 @@ ROUTE_NAME_RE = homelab_rules.ROUTE_NAME_RE  # one rule for validation and the e
 HOST_KEYS = (
     "homelab_address", "homelab_vlan", "gpus", "engines", "homelab_services", "lxc",
     "ansible_port", "ansible_connection",
-    "common_ssh_port", "netdata_port", "wireguard_listen_port", "vault_engine_api_keys",
+    "common_ssh_port", "netdata_port", "wireguard_listen_port", "vault_engine_api_keys", "vault_cloud_api_keys",
 )
 # Read only on gateway hosts (their own view of the router settings).
 GATEWAY_KEYS = (
     "homelab_router_port", "router_buckets", "router_tie_break", "router_size_promotions",
     "router_embeddings_route", "caddy_http_port", "caddy_https_port", "caddy_admin_listen",
     "router_structured_fail_closed_buckets", "router_route_unknown_models", "router_cors_allow_origins",
+    "router_cloud_routes", "router_cloud",
 )
 SITE_KEYS = ("homelab_vlans", "homelab_router_port", "router_buckets", "router_tie_break",
              "router_size_promotions", "router_embeddings_route",
-             "router_structured_fail_closed_buckets", "router_route_unknown_models", "router_cors_allow_origins")
+             "router_structured_fail_closed_buckets", "router_route_unknown_models", "router_cors_allow_origins",
+             "router_cloud_routes", "router_cloud")
 
 ROUTER_KEYS = ("homelab_router_port", "router_buckets", "router_tie_break", "router_size_promotions",
                "router_embeddings_route",
-               "router_structured_fail_closed_buckets", "router_route_unknown_models", "router_cors_allow_origins")
+               "router_structured_fail_closed_buckets", "router_route_unknown_models", "router_cors_allow_origins",
+               "router_cloud_routes", "router_cloud")   # issue 18: cloud routes (router_app/cloud/inventory.py)
 
 _MISSING = object()
 
@@ -743,6 +746,8 @@ def check_router_settings(model: Mapping[str, Any]) -> list[InventoryError]:
         # on a gateway host check_ports reports a bad router port
         if host == "all" and port is not None and not (_is_int(port) and 1 <= port <= 65535):
             errs.append(InventoryError(host, "homelab_router_port", f"must be an integer port 1-65535, got {_fmt(port)}"))
+        clouds = view.get("router_cloud_routes")
+        clouds = set(clouds) if isinstance(clouds, Mapping) else set()
         buckets = view.get("router_buckets")
         if buckets is None:
             errs.append(InventoryError(host, "router_buckets", "is required (bucket name -> {route, keywords})"))
@@ -758,7 +763,7 @@ def check_router_settings(model: Mapping[str, Any]) -> list[InventoryError]:
             r = spec.get("route")
             if not _is_str(r):
                 errs.append(InventoryError(host, f"{f}.route", "is required (the route this bucket goes to)"))
-            elif routes and r not in routes:
+            elif routes and r not in routes and r not in clouds:
                 errs.append(InventoryError(host, f"{f}.route", f"bucket {b!r} names route {r!r}, which no engine serves "
                                                                f"(known routes: {', '.join(sorted(routes))})"))
             kw = spec.get("keywords")
@@ -793,7 +798,7 @@ def check_router_settings(model: Mapping[str, Any]) -> list[InventoryError]:
                         r = st.get("route")
                         if not _is_str(r):
                             errs.append(InventoryError(host, f"{f}[{i}].route", "is required"))
-                        elif routes and r not in routes:
+                        elif routes and r not in routes and r not in clouds:
                             errs.append(InventoryError(host, f"{f}[{i}].route", f"promotion names route {r!r}, which no engine serves"))
         emb = view.get("router_embeddings_route")
         if emb is not None and emb != "":
@@ -846,6 +851,28 @@ def check_secrets(model: Mapping[str, Any]) -> list[InventoryError]:
             if r not in routes and r not in reported:
                 reported.add(r)
                 errs.append(InventoryError(host, f"vault_engine_api_keys.{r}", f"names route {r!r}, which no engine serves"))
+    errs += _cloud_secrets(model)
+    return errs
+
+
+def _cloud_secrets(model: Mapping[str, Any]) -> list[InventoryError]:
+    """issue 18: vault_cloud_api_keys (when readable) names cloud routes only, and every cloud route has a key."""
+    from router_app.cloud.inventory import cloud_key_errors  # noqa: PLC0415 - next to router_inventory
+    errs: list[InventoryError] = []
+    for host, view in _router_view(model):
+        clouds = view.get("router_cloud_routes")
+        if not isinstance(clouds, Mapping) or not clouds:
+            continue
+        hv = (model.get("hostvars") or {}).get(host) or {}
+        keys = hv.get("vault_cloud_api_keys")
+        if keys is None:      # the site's (group_vars/all) key set, seen from any host
+            keys = next((v.get("vault_cloud_api_keys") for v in (model.get("hostvars") or {}).values()
+                         if isinstance(v, Mapping) and v.get("vault_cloud_api_keys") is not None), None)
+        if not isinstance(keys, Mapping):
+            continue      # not readable here (no vault password): the router role refuses a missing key
+        errs += [InventoryError(host, f, reason) for f, reason in cloud_key_errors(clouds, keys)]
+        errs += [InventoryError(host, f"router_cloud_routes.{r}", f"cloud route {r!r} has no key in vault_cloud_api_keys")
+                 for r in clouds if r not in keys]
     return errs
 
 
@@ -871,6 +898,8 @@ def router_configs(model: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]
             fail_closed_buckets=view.get("router_structured_fail_closed_buckets"),
             route_unknown_models=view.get("router_route_unknown_models"),
             cors_allow_origins=view.get("router_cors_allow_origins"),
+            cloud_routes=view.get("router_cloud_routes") if isinstance(view.get("router_cloud_routes"), Mapping) else None,
+            cloud=view.get("router_cloud") if isinstance(view.get("router_cloud"), Mapping) else None,
         )))
     return out
 
