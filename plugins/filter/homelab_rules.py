@@ -17,13 +17,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 import ipaddress
 import re
+import sys
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any, Callable
 
 # Route names become systemd unit names (vllm-<route>), file names (<route>.keys) and environment
 # variable names (HOMELAB_ROUTE_<ROUTE>_API_KEY, where '-' becomes '_'): lower-case letters, digits, '-'.
+def _load_sibling(name: str):
+    """A module next to this file (Ansible loads filter files without a package)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+homelab_gpus = _load_sibling("homelab_gpus")
+vllm_flags = _load_sibling("vllm_flags")
+
 ROUTE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 ROUTE_NAME_HELP = "lower-case letters, digits and '-', starting with a letter or digit"
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -129,9 +145,24 @@ def _engine_list(v: Mapping[str, Any], key: str, one_port: bool) -> list[Problem
         util = e.get("gpu_memory_utilization")
         if util is not None and not (_num(util) is not None and 0 < _num(util) <= 1):
             out.append((f"{f}.gpu_memory_utilization", f"must be a fraction in (0, 1], got {util!r}"))
-        if e.get("args") is not None and not isinstance(e.get("args"), Mapping):
+        args = e.get("args")
+        if args is not None and not isinstance(args, Mapping):
             out.append((f"{f}.args", "must be a mapping of flag: value"))
+        elif isinstance(args, Mapping) and key != "vllm_engines":  # vLLM: the flag table says it (rules_vllm)
+            out += [(f"{f}.args.{k}", f"engine {route!r}: {LISTEN_ARGS[k]}") for k in sorted(args) if k in LISTEN_ARGS]
+        if v.get(key.replace("_engines", "_gpus")) is not None:
+            _, problem = homelab_gpus.engine_cards(e, v.get(key.replace("_engines", "_gpus")))
+            if problem:
+                out.append((f"{f}.gpus", f"engine {route!r}: {problem}"))
     return out
+
+
+# Listen settings never belong in an engine's args: the role sets them from these fields.
+LISTEN_ARGS = {
+    "host": "listen settings are not engine args: the role binds the host's homelab_address (<role>_listen_address)",
+    "port": "listen settings are not engine args: set engines[].port",
+    "bind": "listen settings are not engine args: the role binds the host's homelab_address (<role>_listen_address)",
+}
 
 
 def _one_server_port(v: Mapping[str, Any], key: str, port_key: str, runtime: str) -> list[Problem]:
@@ -181,7 +212,23 @@ def rules_common(v: Mapping[str, Any]) -> list[Problem]:
 
 
 def rules_vllm(v: Mapping[str, Any]) -> list[Problem]:
-    return _engine_list(v, "vllm_engines", one_port=False)
+    """Engine list, plus every args flag/value checked against the pinned version's table (vllm_flags.py)."""
+    out = _engine_list(v, "vllm_engines", one_port=False)
+    version = v.get("vllm_version")
+    for i, e in enumerate(v.get("vllm_engines") or [] if _list(v.get("vllm_engines")) else []):
+        if not isinstance(e, Mapping):
+            continue
+        for key, reason in vllm_flags.flag_problems(e.get("args"), str(version)):
+            field = f"vllm_engines[{i}].args.{key}" if key else "vllm_version"
+            out.append((field, f"engine {e.get('route')!r}: {reason}"))
+            if not key:
+                break
+        if v.get("vllm_gpus") is not None:
+            idx, problem = homelab_gpus.engine_cards(e, v.get("vllm_gpus"))
+            tp = None if problem else homelab_gpus.parallel_problem(e, len(idx))
+            if tp:
+                out.append((f"vllm_engines[{i}].args.tensor_parallel_size", f"engine {e.get('route')!r}: {tp}"))
+    return out
 
 
 def rules_llama_server(v: Mapping[str, Any]) -> list[Problem]:
@@ -211,9 +258,41 @@ def rules_ollama(v: Mapping[str, Any]) -> list[Problem]:
     out = [p for p in _engine_list(v, "ollama_engines", one_port=True)]
     out += _one_server_port(v, "ollama_engines", "ollama_port", "Ollama")
     out += _required(v, "ollama_archive_checksum", "the downloaded archive is verified against it")
-    if not _text(str(v.get("ollama_keep_alive", "")) if v.get("ollama_keep_alive") is not None else ""):
-        out.append(("ollama_keep_alive", "must not be empty (e.g. 5m)"))
+    if not is_duration(v.get("ollama_keep_alive")):
+        out.append(("ollama_keep_alive", f"must be a duration such as 5m, 1h, -1 (forever) or 0, got "
+                                         f"{v.get('ollama_keep_alive')!r}"))
+    for key in ("ollama_max_loaded_models", "ollama_num_parallel", "ollama_max_queue"):
+        if key in v and (_int(v[key]) is None or _int(v[key]) < (0 if key == "ollama_max_queue" else 1)):
+            out.append((key, f"must be an integer >= {0 if key == 'ollama_max_queue' else 1}, got {v[key]!r}"))
+    names: dict[str, int] = {}
+    for i, e in enumerate(v.get("ollama_engines") or [] if _list(v.get("ollama_engines")) else []):
+        if not isinstance(e, Mapping):
+            continue
+        f = f"ollama_engines[{i}]"
+        if e.get("keep_alive") is not None and not is_duration(e.get("keep_alive")):
+            out.append((f"{f}.keep_alive", f"engine {e.get('route')!r}: must be a duration such as 5m, 1h, -1 or 0, "
+                                           f"got {e.get('keep_alive')!r}"))
+        name = str(e.get("served_name") or e.get("model") or "")
+        if name in names:
+            out.append((f"{f}.served_name", f"engine {e.get('route')!r}: the Ollama model name {name!r} is also "
+                                            f"ollama_engines[{names[name]}]'s; one server tells models apart by name"))
+        names.setdefault(name, i)
+        gguf = (e.get("args") or {}).get("gguf_src") if isinstance(e.get("args"), Mapping) else None
+        if gguf is not None and not (isinstance(gguf, str) and gguf.endswith(".gguf")):
+            out.append((f"{f}.args.gguf_src", f"engine {e.get('route')!r}: must be the path of a local .gguf file"))
+        if gguf is not None and not _text(e.get("served_name")):
+            out.append((f"{f}.served_name", f"engine {e.get('route')!r}: a model created from a local GGUF needs "
+                                            "served_name (the name `ollama create` gives it)"))
     return out
+
+
+def is_duration(v: Any) -> bool:
+    """An Ollama keep_alive: seconds (integer) or a Go duration such as 5m, 1h30m, -1, 0."""
+    if isinstance(v, bool) or v is None:
+        return False
+    if isinstance(v, int):
+        return True
+    return isinstance(v, str) and re.fullmatch(r"-?\d+|-?(\d+(\.\d+)?(ns|us|ms|s|m|h))+", v.strip()) is not None
 
 
 def rules_lmstudio(v: Mapping[str, Any]) -> list[Problem]:
