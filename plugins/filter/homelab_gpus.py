@@ -104,7 +104,7 @@ def engine_cards(engine: Mapping[str, Any], gpus: Any) -> tuple[list[int], str |
             known = [g.get("uuid") or g.get("pci_bus_id") or g.get("name") for g in _cards(cards)]
             return [], f"{ref!r} matches none of the host's cards ({', '.join(map(str, known))})"
         if len(hits) > 1:
-            return [], f"{ref!r} matches {len(hits)} cards by name: use the cards' uuid or pci_bus_id"
+            return [], f"{ref!r} matches {len(hits)} cards: name the card by a uuid or pci_bus_id only it has"
         if hits[0] in picked:
             return [], f"names card {ref!r} twice"
         picked.append(hits[0])
@@ -112,22 +112,18 @@ def engine_cards(engine: Mapping[str, Any], gpus: Any) -> tuple[list[int], str |
 
 
 def cuda_visible_devices(indices: list[int], gpus: Any) -> str | None:
-    """CUDA_VISIBLE_DEVICES for the cards ``indices`` of ``gpus`` (UUIDs, else PCI-bus-order indices)."""
+    """CUDA_VISIBLE_DEVICES for the cards ``indices`` of ``gpus``: their UUIDs when all have one, else their indices
+    in PCI bus order (CUDA_DEVICE_ORDER=PCI_BUS_ID) when every card of the host has a pci_bus_id; None otherwise."""
     cards = list(gpus) if isinstance(gpus, (list, tuple)) else []
-    out: list[str] = []
-    for j in indices:
-        card = cards[j]
-        if card.get("uuid"):
-            out.append(str(card["uuid"]))
-            continue
-        if len(cards) == 1:
-            out.append("0")
-            continue
-        buses = [normalize_bus_id(c.get("pci_bus_id")) for c in cards]
-        if None in buses or normalize_bus_id(card.get("pci_bus_id")) is None:
-            return None
-        out.append(str(sorted(buses).index(normalize_bus_id(card["pci_bus_id"]))))
-    return ",".join(out)
+    if all(cards[j].get("uuid") for j in indices):
+        return ",".join(str(cards[j]["uuid"]) for j in indices)
+    if len(cards) == 1:
+        return "0"
+    buses = [normalize_bus_id(c.get("pci_bus_id")) for c in cards]
+    if None in buses:
+        return None
+    order = sorted(buses)
+    return ",".join(str(order.index(buses[j])) for j in sorted(indices, key=lambda j: buses[j]))
 
 
 def cuda_env(engines: Any, gpus: Any) -> dict[str, str]:
@@ -185,6 +181,9 @@ def fit_problems(engines: list, gpus: Any, memory, settings: Mapping[str, Any]) 
         if problem:
             out.append((f"engines[{i}].gpus", problem))
             continue
+        if idx and cuda_visible_devices(idx, cards) is None:
+            out.append((f"engines[{i}].gpus", "cannot be pinned by identity: give the cards it names a uuid each, or "
+                                              "every card of the host a pci_bus_id"))
         if e.get("runtime") == "vllm":
             pp = parallel_problem(e, len(idx))
             if pp:

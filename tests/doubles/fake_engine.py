@@ -105,7 +105,7 @@ def make_handler(state: State):
                     "personality": state.personality, "argv": sys.argv, "pid": os.getpid(),
                     "started": state.started, "api_key_set": bool(state.api_key),
                     "env": {k: v for k, v in os.environ.items()
-                            if k.startswith(("OLLAMA_", "HF_", "FAKE_")) or k in ("HOME", "USER")},
+                            if k.startswith(("OLLAMA_", "HF_", "FAKE_", "CUDA_")) or k in ("HOME", "USER")},
                     **state.extra})
             if state.personality == "ollama":
                 if path == "/":
@@ -210,40 +210,63 @@ def serve(state: State, host: str, port: int) -> int:
 
 
 # --------------------------------------------------------------------------- vLLM
-VLLM_VALUE_FLAGS = [
-    "--host", "--port", "--api-key", "--quantization", "--max-model-len", "--gpu-memory-utilization",
-    "--kv-cache-dtype", "--speculative-config", "--rope-scaling", "--hf-overrides", "--dtype",
-    "--revision", "--download-dir", "--tensor-parallel-size", "--max-num-seqs", "--max-num-batched-tokens",
-    "--limit-mm-per-prompt", "--uvicorn-log-level", "--tokenizer", "--seed", "--generation-config",
-    "--chat-template", "--tool-call-parser", "--reasoning-parser", "--load-format", "--swap-space",
-    "--pipeline-parallel-size", "--block-size", "--max-seq-len-to-capture",
-]
-VLLM_BOOL_FLAGS = [
-    "--enable-prefix-caching", "--no-enable-prefix-caching", "--enable-chunked-prefill",
-    "--no-enable-chunked-prefill", "--enforce-eager", "--trust-remote-code", "--disable-log-requests",
-    "--enable-auto-tool-choice", "--disable-log-stats",
-]
+# The flags and values the pinned vLLM accepts come from the same table validation uses
+# (plugins/filter/vllm_flags.py, shipped next to this file inside the double's wheel), so the double refuses
+# exactly what the real `vllm serve` of that version refuses: unknown flags (argparse exits 2 with
+# "unrecognized arguments"), values outside a flag's choices, malformed JSON, bad JSON sub-values.
+FAKE_VLLM_VERSION = os.environ.get("FAKE_VLLM_VERSION", "0.11.0")
+
+
+def _vllm_flags():
+    try:
+        import vllm_flags  # inside the wheel
+    except ImportError:  # run from the repository
+        import importlib.util
+        from pathlib import Path
+        path = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "vllm_flags.py"
+        spec = importlib.util.spec_from_file_location("vllm_flags", path)
+        vllm_flags = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(vllm_flags)
+    return vllm_flags
+
+
+def vllm_parser(version: str) -> tuple[argparse.ArgumentParser, dict]:
+    table = _vllm_flags().VLLM_FLAGS[version]
+    ap = argparse.ArgumentParser(prog="vllm serve")
+    ap.add_argument("model")
+    for key, kind in sorted(table["flags"].items()):
+        flag = "--" + key.replace("_", "-")
+        if key == "served_model_name":
+            ap.add_argument(flag, nargs="+")
+        elif kind == "bool":
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif isinstance(kind, tuple):
+            ap.add_argument(flag, choices=[str(k) for k in kind])
+        elif kind == "int":
+            ap.add_argument(flag, type=int)
+        elif kind == "float":
+            ap.add_argument(flag, type=float)
+        elif kind == "json":
+            ap.add_argument(flag, type=json.loads)
+        else:
+            ap.add_argument(flag)
+    return ap, table
 
 
 def vllm_main(argv: list[str]) -> int:
     if argv[:1] in (["--version"], ["-v"]):
-        print(VERSION)
+        print(FAKE_VLLM_VERSION)
         return 0
     if argv[:1] != ["serve"]:
         log("usage: vllm serve MODEL [options]  (test double)")
         return 2
-    ap = argparse.ArgumentParser(prog="vllm serve")
-    ap.add_argument("model")
-    ap.add_argument("--served-model-name", nargs="+")
-    for flag in VLLM_VALUE_FLAGS:
-        ap.add_argument(flag)
-    for flag in VLLM_BOOL_FLAGS:
-        ap.add_argument(flag, action="store_true")
-    ns = ap.parse_args(argv[1:])  # unknown flags exit 2, like the real CLI
-    for flag in ("--speculative-config", "--rope-scaling", "--hf-overrides", "--limit-mm-per-prompt"):
-        value = getattr(ns, flag[2:].replace("-", "_"))
-        if value is not None:
-            json.loads(value)  # the real CLI rejects malformed JSON too
+    ap, table = vllm_parser(FAKE_VLLM_VERSION)
+    ns = ap.parse_args(argv[1:])  # unknown flags, bad choices, malformed JSON: exit 2, like the real CLI
+    for (flag, sub), choices in table.get("json_choices", {}).items():
+        value = getattr(ns, flag, None)
+        if isinstance(value, dict) and sub in value and value[sub] not in choices:
+            log(f"pydantic ValidationError: {flag}.{sub}: input should be one of {', '.join(choices)}")
+            return 1
     if ns.gpu_memory_utilization is not None and not 0 < float(ns.gpu_memory_utilization) <= 1:
         log("gpu-memory-utilization must be in (0, 1]")
         return 2
