@@ -236,8 +236,82 @@ def fit_problems(engines: list, gpus: Any, memory, settings: Mapping[str, Any]) 
     return out
 
 
+# ------------------------------------------------------------------------------------------------
+# the driver's verification: declared cards against `nvidia-smi --query-gpu=uuid,pci.bus_id,name,memory.total
+# --format=csv,noheader,nounits` (one line per GPU). nvidia-smi prints "[N/A]" (or "[Not Supported]") for a field
+# the GPU does not report; on unified-memory GPUs (DGX Spark / GB10) memory.total is such a field.
+
+SMI_QUERY = "--query-gpu=uuid,pci.bus_id,name,memory.total"
+
+
+def parse_smi(lines: Any) -> list[dict[str, Any]]:
+    out = []
+    for line in lines or []:
+        parts = [p.strip() for p in str(line).split(",")]
+        if len(parts) < 4 or not parts[0]:
+            continue
+        mem = parts[-1]
+        out.append({"uuid": parts[0], "bus": normalize_bus_id(parts[1]), "name": ", ".join(parts[2:-1]),
+                    "mib": float(mem) if re.fullmatch(r"\d+(\.\d+)?", mem) else None, "raw_mem": mem})
+    return out
+
+
+def gpu_match_problems(expected: Any, smi_lines: Any, tolerance: Any = 0.1, memtotal_mb: Any = None) -> list[str]:
+    """Filter ``homelab_gpu_match``: what does not hold between the declared cards and what nvidia-smi reports.
+    Cards are matched by uuid, else pci_bus_id, else name (the declared name inside the reported one), else
+    memory - never by position, so inventory order does not matter."""
+    cards, found = _cards(expected), parse_smi(smi_lines)
+    tol = float(tolerance or 0)
+    problems: list[str] = []
+    if len(cards) != len(found):
+        problems.append(f"{len(cards)} GPU(s) declared but nvidia-smi reports {len(found)}: "
+                        f"{[f['name'] + ' ' + str(f['bus']) for f in found]}")
+    free = list(range(len(found)))
+    pairs: list[tuple[int, int]] = []
+
+    def take(j: int, pred) -> bool:
+        hit = next((k for k in free if pred(found[k])), None)
+        if hit is None:
+            return False
+        free.remove(hit)
+        pairs.append((j, hit))
+        return True
+
+    pending = []
+    for j, c in enumerate(cards):
+        if c.get("uuid"):
+            if not take(j, lambda f, c=c: f["uuid"].lower() == str(c["uuid"]).lower()):
+                problems.append(f"{card_label(c, j)}: no GPU with uuid {c['uuid']} (nvidia-smi -L lists them)")
+        elif c.get("pci_bus_id"):
+            if not take(j, lambda f, c=c: f["bus"] == normalize_bus_id(c["pci_bus_id"])):
+                problems.append(f"{card_label(c, j)}: no GPU at PCI bus id {c['pci_bus_id']}")
+        else:
+            pending.append(j)
+    for j in list(pending):
+        name = str(cards[j].get("name", "")).lower()
+        if name and take(j, lambda f, name=name: name in f["name"].lower()):
+            pending.remove(j)
+    for j in sorted(pending, key=lambda j: -float(cards[j].get("vram_gib") or 0)):
+        if not take(j, lambda f: True):
+            problems.append(f"{card_label(cards[j], j)}: no reported GPU left to match it")
+    for j, k in pairs:
+        c, f = cards[j], found[k]
+        want = float(c.get("vram_gib") or 0) * 1024 * (1 - tol)
+        if f["mib"] is None:
+            if c.get("unified") is not True:
+                problems.append(f"{card_label(c, j)}: nvidia-smi reports memory {f['raw_mem']} for {f['name']}: declare "
+                                "unified: true if it shares the host's RAM (DGX Spark), else the driver is not healthy")
+            elif memtotal_mb not in (None, "") and float(memtotal_mb) < want:
+                problems.append(f"{card_label(c, j)}: unified memory declared {c.get('vram_gib')} GiB but the host has "
+                                f"{float(memtotal_mb):.0f} MiB of RAM")
+        elif f["mib"] < want:
+            problems.append(f"{card_label(c, j)}: declared {c.get('vram_gib')} GiB but nvidia-smi reports {f['name']} "
+                            f"with {f['mib']:.0f} MiB")
+    return problems
+
+
 class FilterModule:
     """GPU card filters."""
 
     def filters(self) -> dict[str, Any]:
-        return {"homelab_cuda_env": cuda_env}
+        return {"homelab_cuda_env": cuda_env, "homelab_gpu_match": gpu_match_problems}
