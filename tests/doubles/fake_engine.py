@@ -13,7 +13,7 @@ The program picks its personality from the name it is called by (``vllm``, ``hf`
 HTTP endpoints served by every personality:
   GET  /health /v1/models /fake/info (argv, selected environment, start time)
   POST /v1/chat/completions (stream or not) /v1/completions /v1/embeddings
-Ollama also serves GET / /api/version /api/tags and POST /api/pull.
+Ollama also serves GET / /api/version /api/tags and POST /api/pull /api/copy /api/create (ollama docs/api.md).
 
 A "poisoned CUDA context" can be simulated: while the file named by FAKE_ENGINE_POISON
 (default /run/fake-engine/cuda-poisoned) exists, /health answers 500 and the process
@@ -133,6 +133,18 @@ def make_handler(state: State):
                 name = req.get("model") or req.get("name") or ""
                 if not name:
                     return self.send_json(400, {"error": "model is required"})
+                save_ollama_model(name)
+                return self.send_json(200, {"status": "success"})
+            if state.personality == "ollama" and path == "/api/copy":  # docs/api.md "Copy a Model"
+                src, dst = _tagged(req.get("source") or ""), req.get("destination") or ""
+                if src not in load_ollama_models() or not dst:
+                    return self.send_json(404, {"error": f"model '{src}' not found"})
+                save_ollama_model(dst)
+                return self.send_json(200, {})
+            if state.personality == "ollama" and path == "/api/create":  # docs/api.md "Create a Model"
+                name, gguf = req.get("model") or "", req.get("files") or {}
+                if not name or not gguf:
+                    return self.send_json(400, {"error": "model and files are required"})
                 save_ollama_model(name)
                 return self.send_json(200, {"status": "success"})
             if not path.startswith("/v1/"):
@@ -310,9 +322,12 @@ def load_ollama_models() -> dict:
         return {}
 
 
+def _tagged(name: str) -> str:
+    return name if ":" in name else name + ":latest"
+
+
 def save_ollama_model(name: str) -> None:
-    if ":" not in name:
-        name += ":latest"
+    name = _tagged(name)
     models = load_ollama_models()
     models[name] = {"digest": hashlib.sha256(name.encode()).hexdigest(),
                     "modified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -355,11 +370,37 @@ def ollama_main(argv: list[str]) -> int:
                 json.load(resp)
             print("success")
             return 0
+        if cmd == "cp" and len(argv) == 3:
+            return _ollama_post("/api/copy", {"source": argv[1], "destination": argv[2]},
+                                f"copied '{argv[1]}' to '{argv[2]}'")
+        if cmd == "create" and len(argv) == 4 and argv[2] in ("-f", "--file"):
+            # like the real CLI: read the Modelfile, resolve FROM <file>.gguf, upload it, create the model
+            with open(argv[3]) as fh:
+                source = next((ln.split(None, 1)[1].strip() for ln in fh if ln.upper().startswith("FROM ")), "")
+            if not (source.endswith(".gguf") and os.path.isfile(source)):
+                log(f"Error: no Modelfile or safetensors files found ({source!r})")
+                return 1
+            with open(source, "rb") as fh:
+                digest = "sha256:" + hashlib.sha256(fh.read()).hexdigest()
+            return _ollama_post("/api/create", {"model": argv[1], "files": {os.path.basename(source): digest}},
+                                "success")
+    except urllib.error.HTTPError as exc:
+        log(f"Error: {exc.read().decode(errors='replace')}")
+        return 1
     except (urllib.error.URLError, OSError) as exc:
         log(f"Error: could not connect to ollama app, is it running? ({exc})")
         return 1
-    log("usage: ollama serve|list|pull MODEL|--version  (test double)")
+    log("usage: ollama serve|list|pull MODEL|cp SRC DST|create NAME -f MODELFILE|--version  (test double)")
     return 2
+
+
+def _ollama_post(path: str, body: dict, ok: str) -> int:
+    req = urllib.request.Request(ollama_base() + path, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        json.load(resp)
+    print(ok)
+    return 0
 
 
 # --------------------------------------------------------------------------- LM Studio
