@@ -15,133 +15,34 @@ same path in .config/molecule/config.yml).
 """
 from __future__ import annotations
 
-import base64
-import binascii
+import importlib.util
 import ipaddress
 import re
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Callable
 
-# Route names become systemd unit names (vllm-<route>), file names (<route>.keys) and environment
-# variable names (HOMELAB_ROUTE_<ROUTE>_API_KEY, where '-' becomes '_'): lower-case letters, digits, '-'.
-ROUTE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-ROUTE_NAME_HELP = "lower-case letters, digits and '-', starting with a letter or digit"
+
+def _load_sibling(name: str):
+    """A module next to this file (Ansible loads filter files without a package)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_values = _load_sibling("homelab_values")
+_engine_rules = _load_sibling("homelab_engine_rules")
+ROUTE_NAME_RE, ROUTE_NAME_HELP, Problem = _values.ROUTE_NAME_RE, _values.ROUTE_NAME_HELP, _values.Problem
+_int, _num, _port, _text, _list, _bool, _required = (_values._int, _values._num, _values._port, _values._text,
+                                                     _values._list, _values._bool, _values._required)
+is_network, is_wireguard_key = _values.is_network, _values.is_wireguard_key
+rules_vllm, rules_llama_server = _engine_rules.rules_vllm, _engine_rules.rules_llama_server
+rules_ollama, rules_lmstudio = _engine_rules.rules_ollama, _engine_rules.rules_lmstudio
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-Problem = tuple[str, str]
-
-
-# ------------------------------------------------------------------------------------------------
-# value helpers
-
-def _int(v: Any) -> int | None:
-    """An integer (or an integer-looking string, as Ansible templating yields), else None."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v
-    if isinstance(v, str) and re.fullmatch(r"\s*\d+\s*", v):
-        return int(v)
-    return None
-
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    try:
-        return float(v) if isinstance(v, (int, float, str)) else None
-    except ValueError:
-        return None
-
-
-def _port(v: Any) -> bool:
-    p = _int(v)
-    return p is not None and 1 <= p <= 65535
-
-
-def _text(v: Any) -> bool:
-    return isinstance(v, str) and v.strip() != ""
-
-
-def _list(v: Any) -> bool:
-    return isinstance(v, (list, tuple))
-
-
-def is_network(v: Any) -> bool:
-    """An IPv4/IPv6 address or CIDR (host bits allowed)."""
-    try:
-        ipaddress.ip_network(str(v).strip(), strict=False)
-    except ValueError:
-        return False
-    return _text(v)
-
-
-def is_wireguard_key(v: Any) -> bool:
-    text = str(v).strip()
-    if len(text) != 44 or not text.endswith("="):
-        return False
-    try:
-        return len(base64.b64decode(text, validate=True)) == 32
-    except (binascii.Error, ValueError):
-        return False
-
-
-def _bool(v: Any) -> bool:
-    if isinstance(v, str):
-        return v.strip().lower() in ("true", "yes", "on", "1")
-    return bool(v)
-
-
-def _required(v: Mapping[str, Any], key: str, why: str) -> list[Problem]:
-    return [] if _text(v.get(key)) else [(key, f"is required: {why}")]
-
-
-# ------------------------------------------------------------------------------------------------
-# engine lists (vllm_engines, llama_server_engines, ollama_engines, lmstudio_engines)
-
-def _engine_list(v: Mapping[str, Any], key: str, one_port: bool) -> list[Problem]:
-    engines = v.get(key)
-    if not _list(engines):
-        return [(key, f"must be a list of engine entries, got {type(engines).__name__}")]
-    out: list[Problem] = []
-    ports: dict[int, int] = {}
-    routes: dict[str, int] = {}
-    for i, e in enumerate(engines):
-        f = f"{key}[{i}]"
-        if not isinstance(e, Mapping):
-            out.append((f, "must be a mapping"))
-            continue
-        route = e.get("route")
-        if not (_text(route) and ROUTE_NAME_RE.match(route)):
-            out.append((f"{f}.route", f"{route!r} is not a valid route name ({ROUTE_NAME_HELP})"))
-        elif route in routes:
-            out.append((f"{f}.route", f"route {route!r} is also {key}[{routes[route]}]"))
-        else:
-            routes[route] = i
-        if not _text(e.get("model")):
-            out.append((f"{f}.model", "is required (the model this engine serves)"))
-        port = e.get("port")
-        if not one_port and not _port(port):
-            out.append((f"{f}.port", f"must be a port 1-65535, got {port!r}"))
-        elif not one_port and _int(port) in ports:
-            out.append((f"{f}.port", f"port {port} is also {key}[{ports[_int(port)]}]'s port on this host"))
-        elif not one_port:
-            ports[_int(port)] = i
-        util = e.get("gpu_memory_utilization")
-        if util is not None and not (_num(util) is not None and 0 < _num(util) <= 1):
-            out.append((f"{f}.gpu_memory_utilization", f"must be a fraction in (0, 1], got {util!r}"))
-        if e.get("args") is not None and not isinstance(e.get("args"), Mapping):
-            out.append((f"{f}.args", "must be a mapping of flag: value"))
-    return out
-
-
-def _one_server_port(v: Mapping[str, Any], key: str, port_key: str, runtime: str) -> list[Problem]:
-    engines = [e for e in (v.get(key) or []) if isinstance(e, Mapping)]
-    ports = {_int(e.get("port", v.get(port_key))) for e in engines}
-    if len(ports) > 1:
-        return [(key, f"{runtime} runs one server per host: every entry must use the same port, got {sorted(map(str, ports))}")]
-    if engines and not _port(next(iter(ports))):
-        return [(f"{key}[0].port", f"must be a port 1-65535, got {engines[0].get('port')!r}")]
-    return []
 
 
 # ------------------------------------------------------------------------------------------------
@@ -177,52 +78,6 @@ def rules_common(v: Mapping[str, Any]) -> list[Problem]:
             out.append((f"{f}.from", "must be a non-empty list of CIDRs"))
         else:
             out += [(f"{f}.from", f"{c!r} is not an IPv4/IPv6 address or CIDR") for c in src if not is_network(c)]
-    return out
-
-
-def rules_vllm(v: Mapping[str, Any]) -> list[Problem]:
-    return _engine_list(v, "vllm_engines", one_port=False)
-
-
-def rules_llama_server(v: Mapping[str, Any]) -> list[Problem]:
-    out = _engine_list(v, "llama_server_engines", one_port=False)
-    method, source = v.get("llama_server_install_method"), v.get("llama_server_source_type")
-    if method not in ("source", "binary"):
-        out.append(("llama_server_install_method", f"must be source or binary, got {method!r}"))
-    if source not in ("git", "sdist"):
-        out.append(("llama_server_source_type", f"must be git or sdist, got {source!r}"))
-    if v.get("llama_server_cuda") not in ("auto", "on", "off"):
-        out.append(("llama_server_cuda", f"must be auto, on or off, got {v.get('llama_server_cuda')!r}"))
-    if method == "binary":
-        out += _required(v, "llama_server_binary_src", "the binary install method copies this file")
-    if method == "source" and source == "sdist":
-        out += _required(v, "llama_server_sdist_checksum", "an sdist source is verified against it")
-    if not _bool(v.get("llama_server_allow_vision_without_mmproj", False)):
-        for i, e in enumerate(v.get("llama_server_engines") or []):
-            if isinstance(e, Mapping) and _bool(e.get("vision", False)) \
-                    and "mmproj" not in (e.get("args") if isinstance(e.get("args"), Mapping) else {}):
-                out.append((f"llama_server_engines[{i}].args.mmproj",
-                            "is required on a vision engine (the projector GGUF); or set "
-                            "llama_server_allow_vision_without_mmproj: true"))
-    return out
-
-
-def rules_ollama(v: Mapping[str, Any]) -> list[Problem]:
-    out = [p for p in _engine_list(v, "ollama_engines", one_port=True)]
-    out += _one_server_port(v, "ollama_engines", "ollama_port", "Ollama")
-    out += _required(v, "ollama_archive_checksum", "the downloaded archive is verified against it")
-    if not _text(str(v.get("ollama_keep_alive", "")) if v.get("ollama_keep_alive") is not None else ""):
-        out.append(("ollama_keep_alive", "must not be empty (e.g. 5m)"))
-    return out
-
-
-def rules_lmstudio(v: Mapping[str, Any]) -> list[Problem]:
-    out = _engine_list(v, "lmstudio_engines", one_port=True)
-    out += _one_server_port(v, "lmstudio_engines", "lmstudio_port", "LM Studio")
-    if not _bool(v.get("windows", False)) and v.get("lmstudio_engines"):
-        why = ("a Linux LM Studio install downloads a pinned, checksummed lms/llmster bundle "
-               "(LM Studio only publishes an install script, which the role does not pipe into a shell)")
-        out += _required(v, "lmstudio_archive_url", why) + _required(v, "lmstudio_archive_checksum", why)
     return out
 
 

@@ -34,11 +34,12 @@ rules = _load_rules()
 ROLE_KEYS: dict[str, tuple[str, ...]] = {
     "common": ("common_ssh_port", "common_nftables_enabled", "common_nftables_management_cidrs",
                "common_nftables_allow"),
-    "vllm": ("vllm_engines",),
-    "llama_server": ("llama_server_engines", "llama_server_install_method", "llama_server_source_type",
+    "vllm": ("vllm_engines", "vllm_version", "vllm_gpus"),
+    "llama_server": ("llama_server_engines", "llama_server_gpus", "llama_server_install_method", "llama_server_source_type",
                      "llama_server_cuda", "llama_server_binary_src", "llama_server_sdist_checksum",
                      "llama_server_allow_vision_without_mmproj"),
-    "ollama": ("ollama_engines", "ollama_port", "ollama_archive_checksum", "ollama_keep_alive"),
+    "ollama": ("ollama_engines", "ollama_port", "ollama_archive_checksum", "ollama_keep_alive", "ollama_gpus",
+               "ollama_max_loaded_models", "ollama_num_parallel", "ollama_max_queue"),
     "lmstudio": ("lmstudio_engines", "lmstudio_port", "lmstudio_archive_url", "lmstudio_archive_checksum"),
     "engine_lockdown": ("engine_lockdown_ports", "engine_lockdown_extra_ports", "engine_lockdown_allowed_sources",
                         "engine_lockdown_extra_sources", "engine_lockdown_action", "engine_lockdown_common_chain",
@@ -117,6 +118,7 @@ def _derived(role: str, host: str, v: dict[str, Any], hv: Mapping[str, Any], mod
     if role in RUNTIME_ROLES:
         mine = [e for e in engines if e.get("runtime") == role]
         default(f"{role}_engines", mine)
+        default(f"{role}_gpus", hv.get("gpus") if isinstance(hv.get("gpus"), list) else None)
         first = (v[f"{role}_engines"] or [{}])[0]
         if role in ("ollama", "lmstudio"):
             default(f"{role}_port", first.get("port", 11434 if role == "ollama" else 1234) if isinstance(first, Mapping) else None)

@@ -36,13 +36,15 @@ def write_wheel(out: Path) -> Path:
     dist = f"{WHEEL_NAME}-{WHEEL_VERSION}.dist-info"
     files = {
         "fake_engine.py": SRC.read_bytes(),
+        # the pinned vLLM versions' flag table, shared with inventory validation (the double imports it)
+        "vllm_flags.py": (HERE.parents[1] / "plugins" / "filter" / "vllm_flags.py").read_bytes(),
         f"{dist}/METADATA": (
             "Metadata-Version: 2.1\n"
             f"Name: homelab-fake-vllm\nVersion: {WHEEL_VERSION}\n"
             "Summary: TEST DOUBLE standing in for vLLM in Molecule scenarios (homelab-ai)\n").encode(),
         f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: homelab-build-doubles\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         f"{dist}/entry_points.txt": b"[console_scripts]\nvllm = fake_engine:main\nhf = fake_engine:main\n",
-        f"{dist}/top_level.txt": b"fake_engine\n",
+        f"{dist}/top_level.txt": b"fake_engine\nvllm_flags\n",
     }
     record_lines = []
     for name, data in files.items():

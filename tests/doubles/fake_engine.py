@@ -13,7 +13,7 @@ The program picks its personality from the name it is called by (``vllm``, ``hf`
 HTTP endpoints served by every personality:
   GET  /health /v1/models /fake/info (argv, selected environment, start time)
   POST /v1/chat/completions (stream or not) /v1/completions /v1/embeddings
-Ollama also serves GET / /api/version /api/tags and POST /api/pull.
+Ollama also serves GET / /api/version /api/tags and POST /api/pull /api/copy /api/create (ollama docs/api.md).
 
 A "poisoned CUDA context" can be simulated: while the file named by FAKE_ENGINE_POISON
 (default /run/fake-engine/cuda-poisoned) exists, /health answers 500 and the process
@@ -105,7 +105,7 @@ def make_handler(state: State):
                     "personality": state.personality, "argv": sys.argv, "pid": os.getpid(),
                     "started": state.started, "api_key_set": bool(state.api_key),
                     "env": {k: v for k, v in os.environ.items()
-                            if k.startswith(("OLLAMA_", "HF_", "FAKE_")) or k in ("HOME", "USER")},
+                            if k.startswith(("OLLAMA_", "HF_", "FAKE_", "CUDA_")) or k in ("HOME", "USER")},
                     **state.extra})
             if state.personality == "ollama":
                 if path == "/":
@@ -133,6 +133,18 @@ def make_handler(state: State):
                 name = req.get("model") or req.get("name") or ""
                 if not name:
                     return self.send_json(400, {"error": "model is required"})
+                save_ollama_model(name)
+                return self.send_json(200, {"status": "success"})
+            if state.personality == "ollama" and path == "/api/copy":  # docs/api.md "Copy a Model"
+                src, dst = _tagged(req.get("source") or ""), req.get("destination") or ""
+                if src not in load_ollama_models() or not dst:
+                    return self.send_json(404, {"error": f"model '{src}' not found"})
+                save_ollama_model(dst)
+                return self.send_json(200, {})
+            if state.personality == "ollama" and path == "/api/create":  # docs/api.md "Create a Model"
+                name, gguf = req.get("model") or "", req.get("files") or {}
+                if not name or not gguf:
+                    return self.send_json(400, {"error": "model and files are required"})
                 save_ollama_model(name)
                 return self.send_json(200, {"status": "success"})
             if not path.startswith("/v1/"):
@@ -210,40 +222,63 @@ def serve(state: State, host: str, port: int) -> int:
 
 
 # --------------------------------------------------------------------------- vLLM
-VLLM_VALUE_FLAGS = [
-    "--host", "--port", "--api-key", "--quantization", "--max-model-len", "--gpu-memory-utilization",
-    "--kv-cache-dtype", "--speculative-config", "--rope-scaling", "--hf-overrides", "--dtype",
-    "--revision", "--download-dir", "--tensor-parallel-size", "--max-num-seqs", "--max-num-batched-tokens",
-    "--limit-mm-per-prompt", "--uvicorn-log-level", "--tokenizer", "--seed", "--generation-config",
-    "--chat-template", "--tool-call-parser", "--reasoning-parser", "--load-format", "--swap-space",
-    "--pipeline-parallel-size", "--block-size", "--max-seq-len-to-capture",
-]
-VLLM_BOOL_FLAGS = [
-    "--enable-prefix-caching", "--no-enable-prefix-caching", "--enable-chunked-prefill",
-    "--no-enable-chunked-prefill", "--enforce-eager", "--trust-remote-code", "--disable-log-requests",
-    "--enable-auto-tool-choice", "--disable-log-stats",
-]
+# The flags and values the pinned vLLM accepts come from the same table validation uses
+# (plugins/filter/vllm_flags.py, shipped next to this file inside the double's wheel), so the double refuses
+# exactly what the real `vllm serve` of that version refuses: unknown flags (argparse exits 2 with
+# "unrecognized arguments"), values outside a flag's choices, malformed JSON, bad JSON sub-values.
+FAKE_VLLM_VERSION = os.environ.get("FAKE_VLLM_VERSION", "0.11.0")
+
+
+def _vllm_flags():
+    try:
+        import vllm_flags  # inside the wheel
+    except ImportError:  # run from the repository
+        import importlib.util
+        from pathlib import Path
+        path = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "vllm_flags.py"
+        spec = importlib.util.spec_from_file_location("vllm_flags", path)
+        vllm_flags = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(vllm_flags)
+    return vllm_flags
+
+
+def vllm_parser(version: str) -> tuple[argparse.ArgumentParser, dict]:
+    table = _vllm_flags().VLLM_FLAGS[version]
+    ap = argparse.ArgumentParser(prog="vllm serve")
+    ap.add_argument("model")
+    for key, kind in sorted(table["flags"].items()):
+        flag = "--" + key.replace("_", "-")
+        if key == "served_model_name":
+            ap.add_argument(flag, nargs="+")
+        elif kind == "bool":
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif isinstance(kind, tuple):
+            ap.add_argument(flag, choices=[str(k) for k in kind])
+        elif kind == "int":
+            ap.add_argument(flag, type=int)
+        elif kind == "float":
+            ap.add_argument(flag, type=float)
+        elif kind == "json":
+            ap.add_argument(flag, type=json.loads)
+        else:
+            ap.add_argument(flag)
+    return ap, table
 
 
 def vllm_main(argv: list[str]) -> int:
     if argv[:1] in (["--version"], ["-v"]):
-        print(VERSION)
+        print(FAKE_VLLM_VERSION)
         return 0
     if argv[:1] != ["serve"]:
         log("usage: vllm serve MODEL [options]  (test double)")
         return 2
-    ap = argparse.ArgumentParser(prog="vllm serve")
-    ap.add_argument("model")
-    ap.add_argument("--served-model-name", nargs="+")
-    for flag in VLLM_VALUE_FLAGS:
-        ap.add_argument(flag)
-    for flag in VLLM_BOOL_FLAGS:
-        ap.add_argument(flag, action="store_true")
-    ns = ap.parse_args(argv[1:])  # unknown flags exit 2, like the real CLI
-    for flag in ("--speculative-config", "--rope-scaling", "--hf-overrides", "--limit-mm-per-prompt"):
-        value = getattr(ns, flag[2:].replace("-", "_"))
-        if value is not None:
-            json.loads(value)  # the real CLI rejects malformed JSON too
+    ap, table = vllm_parser(FAKE_VLLM_VERSION)
+    ns = ap.parse_args(argv[1:])  # unknown flags, bad choices, malformed JSON: exit 2, like the real CLI
+    for (flag, sub), choices in table.get("json_choices", {}).items():
+        value = getattr(ns, flag, None)
+        if isinstance(value, dict) and sub in value and value[sub] not in choices:
+            log(f"pydantic ValidationError: {flag}.{sub}: input should be one of {', '.join(choices)}")
+            return 1
     if ns.gpu_memory_utilization is not None and not 0 < float(ns.gpu_memory_utilization) <= 1:
         log("gpu-memory-utilization must be in (0, 1]")
         return 2
@@ -287,9 +322,12 @@ def load_ollama_models() -> dict:
         return {}
 
 
+def _tagged(name: str) -> str:
+    return name if ":" in name else name + ":latest"
+
+
 def save_ollama_model(name: str) -> None:
-    if ":" not in name:
-        name += ":latest"
+    name = _tagged(name)
     models = load_ollama_models()
     models[name] = {"digest": hashlib.sha256(name.encode()).hexdigest(),
                     "modified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -332,11 +370,37 @@ def ollama_main(argv: list[str]) -> int:
                 json.load(resp)
             print("success")
             return 0
+        if cmd == "cp" and len(argv) == 3:
+            return _ollama_post("/api/copy", {"source": argv[1], "destination": argv[2]},
+                                f"copied '{argv[1]}' to '{argv[2]}'")
+        if cmd == "create" and len(argv) == 4 and argv[2] in ("-f", "--file"):
+            # like the real CLI: read the Modelfile, resolve FROM <file>.gguf, upload it, create the model
+            with open(argv[3]) as fh:
+                source = next((ln.split(None, 1)[1].strip() for ln in fh if ln.upper().startswith("FROM ")), "")
+            if not (source.endswith(".gguf") and os.path.isfile(source)):
+                log(f"Error: no Modelfile or safetensors files found ({source!r})")
+                return 1
+            with open(source, "rb") as fh:
+                digest = "sha256:" + hashlib.sha256(fh.read()).hexdigest()
+            return _ollama_post("/api/create", {"model": argv[1], "files": {os.path.basename(source): digest}},
+                                "success")
+    except urllib.error.HTTPError as exc:
+        log(f"Error: {exc.read().decode(errors='replace')}")
+        return 1
     except (urllib.error.URLError, OSError) as exc:
         log(f"Error: could not connect to ollama app, is it running? ({exc})")
         return 1
-    log("usage: ollama serve|list|pull MODEL|--version  (test double)")
+    log("usage: ollama serve|list|pull MODEL|cp SRC DST|create NAME -f MODELFILE|--version  (test double)")
     return 2
+
+
+def _ollama_post(path: str, body: dict, ok: str) -> int:
+    req = urllib.request.Request(ollama_base() + path, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        json.load(resp)
+    print(ok)
+    return 0
 
 
 # --------------------------------------------------------------------------- LM Studio

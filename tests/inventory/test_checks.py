@@ -202,9 +202,9 @@ CASES = {
                        "engines[0].gpu_memory_utilization", "does not fit", "RTX 4090 Laptop GPU 16 GiB x 0.78"),
     "kv override too big": (_set(_eng("win-5090"), "kv_gib", 20), "win-5090", "engines[0].gpu_memory_utilization",
                             "does not fit", "from kv_gib"),
-    "utilization oversubscribed": (_share_gpu_oversubscribed, "ubuntu-6000", "engines[*].gpu_memory_utilization",
-                                   "1.12", "must be <= 1"),
-    "unified memory reserve": (_unified_no_reserve, "spark", "engines[*].gpu_memory_utilization",
+    "utilization oversubscribed": (_share_gpu_oversubscribed, "ubuntu-6000", "gpus[0]",
+                                   "RTX PRO 6000", "1.12", "hands=0.92, hands-small=0.2", "per card must be <= 1"),
+    "unified memory reserve": (_unified_no_reserve, "spark", "gpus[0]",
                                "unified memory", "reserved for the OS"),
     # routes and the fallback graph
     "duplicate route": (_dup_route, "ubuntu-6000", "engines[0].route", "duplicate route name 'eyes'",

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import EXAMPLE, VAULT_EXAMPLE, _EXAMPLE_MODEL, engine, run_playbook, write_inventory
+from test_cards import _ollama_host, workstation
 
 # The fake facts the preflights read (supported platforms: nvidia_driver wants Ubuntu 24.04 or Debian 12).
 LINUX_FACTS = {"os_family": "Debian", "distribution": "Ubuntu", "distribution_version": "24.04",
@@ -178,6 +179,31 @@ def fifth_node_llama_server(m):
                      "port": 8080, "failover": "brain"}]}
 
 
+def seed_003_workstation_two_cards(m):
+    workstation(m)
+
+
+def one_ollama_two_models(m):
+    _ollama_host(m)
+
+
+def ollama_model_keep_alive_not_a_duration(m):
+    _ollama_host(m, keep_alive="forever")
+
+
+def vllm_flag_the_pinned_version_lacks(m):
+    engine(m, "ubuntu-6000")["args"]["kv_cache_dtype"] = "turboquant_k8v4"
+
+
+def vllm_listen_address_in_args(m):
+    engine(m, "spark")["args"]["host"] = "127.0.0.1"
+
+
+def engine_names_no_card_on_two_card_host(m):
+    workstation(m)
+    engine(m, "ubuntu-4090", 1).pop("gpus")
+
+
 VARIANTS = [
     (route_with_underscore, False, "'fast_eyes'"),
     (no_management_cidrs, False, "common_nftables_management_cidrs: is required"),
@@ -194,6 +220,12 @@ VARIANTS = [
     (netdata_parent_not_monitored, False, "not in group netdata"),
     (wireguard_peer_ok, True, None),
     (fifth_node_llama_server, True, None),
+    (seed_003_workstation_two_cards, True, None),
+    (one_ollama_two_models, True, None),
+    (ollama_model_keep_alive_not_a_duration, False, "keep_alive"),
+    (vllm_flag_the_pinned_version_lacks, False, "'turboquant_k8v4': vLLM 0.11.0 accepts"),
+    (vllm_listen_address_in_args, False, "args.host: engine 'brain': is set by the role"),
+    (engine_names_no_card_on_two_card_host, False, "engines[1].gpus"),
 ]
 
 

@@ -22,7 +22,8 @@ def test_unit_and_environment(host):
     env = host.file("/etc/ollama/ollama.env")
     assert env.mode == 0o600
     text = env.content_string
-    for line in ('OLLAMA_HOST="127.0.0.1:11434"', 'OLLAMA_KEEP_ALIVE="10m"', 'OLLAMA_MAX_LOADED_MODELS="2"',
+    for line in ('OLLAMA_HOST="127.0.0.1:11434"', 'OLLAMA_KEEP_ALIVE="10m"', 'OLLAMA_MAX_LOADED_MODELS="3"',
+                 'CUDA_DEVICE_ORDER="PCI_BUS_ID"', 'CUDA_VISIBLE_DEVICES="GPU-1b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b"',
                  'OLLAMA_NUM_PARALLEL="4"', 'OLLAMA_MAX_QUEUE="512"', 'OLLAMA_MODELS="/var/lib/ollama/models"'):
         assert line in text, line
 
@@ -36,10 +37,13 @@ def test_process_sees_the_environment(host):
 def test_models_pulled_once(host):
     out = host.check_output("OLLAMA_HOST=127.0.0.1:11434 /usr/local/bin/ollama list")
     names = [line.split()[0] for line in out.splitlines()[1:]]
-    assert sorted(names) == ["llama3.1:8b", "nomic-embed-text:latest", "qwen2.5vl:7b"]
+    # pulled, aliased to its served name (ollama cp), created from the local GGUF (ollama create)
+    assert sorted(names) == ["chat-llama:latest", "homelab-tiny:latest", "llama3.1:8b", "nomic-embed-text:latest",
+                             "qwen2.5vl:7b"]
     # the fake records each pull time: idempotence ran a second converge, which must not have pulled again
     manifests = json.loads(host.file("/var/lib/ollama/models/testdouble-manifests.json").content_string)
-    assert len(manifests) == 3
+    assert len(manifests) == 5
+    assert host.file("/var/lib/ollama/gguf/homelab-tiny.gguf").exists
 
 
 def test_openai_endpoint(host):

@@ -8,7 +8,7 @@ ENGINES = {
     "hands": (8001, "glm-4.5-air-awq", "molecule-hands-key"),
     "brain": (8002, "qwen3.6-35b-a3b-fp8", "molecule-brain-key"),
 }
-VENV = "/opt/vllm/0.0.1-testdouble"
+VENV = "/opt/vllm/0.11.0"
 
 
 def _info(host, port):
@@ -47,19 +47,19 @@ def test_env_file_holds_key_not_argv(host, route):
 
 def test_seed_003_flags(host):
     eyes = _info(host, 8000)["vllm_args"]
-    assert eyes["quantization"] == "awq_marlin" and eyes["max_model_len"] == "32768"
-    assert eyes["gpu_memory_utilization"] == "0.78" and eyes["enable_prefix_caching"] is True
-    assert eyes["enforce_eager"] is False and eyes["revision"].startswith("0123456789")
-    assert eyes["max_num_seqs"] == "8" and eyes["served_model_name"] == ["qwen2.5-vl-7b-router-awq"]
+    assert eyes["quantization"] == "awq_marlin" and eyes["max_model_len"] == 32768
+    assert eyes["gpu_memory_utilization"] == 0.78 and eyes["enable_prefix_caching"] is True
+    assert not eyes["enforce_eager"] and eyes["revision"].startswith("0123456789")
+    assert eyes["max_num_seqs"] == 8 and eyes["served_model_name"] == ["qwen2.5-vl-7b-router-awq"]
     hands = _info(host, 8001)["vllm_args"]
-    assert hands["quantization"] == "compressed-tensors" and hands["kv_cache_dtype"] == "turboquant_k8v4"
-    assert json.loads(hands["speculative_config"]) == {"method": "none"}
-    assert hands["max_model_len"] == "131072" and hands["gpu_memory_utilization"] == "0.92"
+    assert hands["quantization"] == "compressed-tensors" and hands["kv_cache_dtype"] is None
+    assert hands["max_model_len"] == 131072 and hands["gpu_memory_utilization"] == 0.92
     brain = _info(host, 8002)["vllm_args"]
     assert brain["dtype"] == "auto" and brain["kv_cache_dtype"] == "fp8"
     assert brain["enable_chunked_prefill"] is True and brain["enable_prefix_caching"] is True
-    assert json.loads(brain["rope_scaling"]) == {"type": "yarn", "factor": 4.0}
-    assert brain["host"] == "127.0.0.1" and brain["port"] == "8002"
+    assert brain["rope_scaling"] == {"type": "yarn", "factor": 4.0}
+    assert brain["tensor_parallel_size"] == 2
+    assert brain["host"] == "127.0.0.1" and brain["port"] == 8002
 
 
 @pytest.mark.parametrize("route", sorted(ENGINES))
@@ -80,3 +80,14 @@ def test_predownload_at_pinned_revision(host):
     marker = host.file("/var/lib/vllm/.predownloaded-eyes-0123456789abcdef0123456789abcdef01234567")
     assert marker.exists and marker.user == "vllm"
     assert host.file("/var/lib/vllm/.predownloaded-hands-main").exists
+
+
+@pytest.mark.parametrize("route,visible", [
+    ("eyes", "0"),  # no UUID: its index in PCI bus order (01:00.0 before 0B:00.0), not its inventory position
+    ("hands", "GPU-5f1c2a9e-0d3b-4c7e-9a61-2b8d4e6f7a10"),
+    ("brain", "0,1"),
+])
+def test_engines_pinned_to_their_cards_by_identity(host, route, visible):
+    port = ENGINES[route][0]
+    env = _info(host, port)["env"]
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID" and env["CUDA_VISIBLE_DEVICES"] == visible

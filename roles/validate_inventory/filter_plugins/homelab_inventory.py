@@ -22,10 +22,11 @@ Memory-fit rule (documented for users in roles/validate_inventory/README.md and 
     weights_gib  = params_b * 1e9 * weight_bits / 8 / 2**30
     kv_gib       = engine.kv_gib  if set, else  context / 1024 * kv_gib_per_1k_tokens
     need_gib     = weights_gib + kv_gib + overhead_gib
-    budget_gib   = sum(gpu.vram_gib for the host's gpus) * engine.gpu_memory_utilization
+    budget_gib   = cards_named x min(card.vram_gib) x engine.gpu_memory_utilization   (per card, homelab_gpus.py)
 
-An engine fails when ``need_gib > budget_gib``; a host fails when its engines' ``gpu_memory_utilization`` sum above 1,
-or, on unified memory (``gpus[].unified: true``), when they leave less than ``unified_reserve_gib`` to the OS.
+An engine fails when ``need_gib > budget_gib``; a card fails when the engines naming it claim a
+``gpu_memory_utilization`` sum above 1, or, on unified memory (``gpus[].unified: true``), leave less than
+``unified_reserve_gib`` to the OS. Engines without a fraction (Ollama, LM Studio, llama.cpp) share what is left.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def _shared(name: str):
 
 homelab_rules = _shared("homelab_rules")
 homelab_site_roles = _shared("homelab_site_roles")
+homelab_gpus = _shared("homelab_gpus")
 
 try:  # router_app is installed (editable) in the project venv; the checks still run without it.
     from router_app.decision import inventory as router_inventory
@@ -62,6 +64,11 @@ except ImportError:  # pragma: no cover - exercised only outside the venv
     router_inventory = None
 
 RUNTIMES = ("vllm", "ollama", "llama_server", "lmstudio")
+# Runtimes that take gpu_memory_utilization (vLLM's --gpu-memory-utilization); for the others it is optional and,
+# when given, counts as the engine's claimed share of its card(s).
+UTILIZATION_RUNTIMES = ("vllm",)
+# Runtimes that run one server per host for all their engine entries (one port shared by the entries).
+ONE_SERVER_RUNTIMES = ("ollama", "lmstudio")
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "runtimes": list(RUNTIMES),
@@ -258,6 +265,10 @@ def _engine_schema(runtimes: list[str]) -> dict[str, tuple[bool, Any]]:
         bad = [i for i, a in enumerate(v) if not _is_str(a)]
         return f"item [{bad[0]}] must be a non-empty string" if bad else None
 
+    def keep_alive(v):
+        ok = (_is_int(v) or (_is_str(v) and re.fullmatch(r"-?\d+(\.\d+)?(ms|s|m|h)?", v.strip())))
+        return None if v is None or ok else f"must be a duration such as 5m, 1h, -1 (forever) or 0, got {_fmt(v)}"
+
     def args(v):
         return None if v is None or isinstance(v, Mapping) else f"must be a mapping of flag: value, got {_tname(v)}"
 
@@ -286,6 +297,8 @@ def _engine_schema(runtimes: list[str]) -> dict[str, tuple[bool, Any]]:
         "failover": (False, opt_route_name),
         "api_key_env": (False, opt_str),
         "args": (False, args),
+        "gpus": (False, lambda v: None),  # card references: checked per card in check_fit
+        "keep_alive": (False, keep_alive),
     }
 
 
@@ -437,8 +450,9 @@ def check_engine_fields(model: Mapping[str, Any], settings: Mapping[str, Any]) -
                 continue
             for key, (required, check) in schema.items():
                 if key not in e or e.get(key) is None:
-                    if key == "gpu_memory_utilization" and _is_list(gpus) and not gpus:
-                        continue  # CPU-only host (gpus: []): no GPU memory to share
+                    if key == "gpu_memory_utilization" and ((_is_list(gpus) and not gpus)
+                                                            or e.get("runtime") not in UTILIZATION_RUNTIMES):
+                        continue  # CPU-only host (gpus: []), or a runtime that never receives the fraction
                     if required:
                         errs.append(InventoryError(host, f"{f}.{key}", "is required"))
                     continue
@@ -480,54 +494,32 @@ def engine_memory(engine: Mapping[str, Any], settings: Optional[Mapping[str, Any
 
 
 def check_fit(model: Mapping[str, Any], settings: Mapping[str, Any]) -> list[InventoryError]:
+    """Per-card checks (plugins/filter/homelab_gpus.py): card identities, the cards each engine names, tensor
+    parallelism, the VRAM fit of each engine and the utilization sum per card (unified memory: the OS reserve)."""
     errs: list[InventoryError] = []
     schema = _engine_schema(list(settings["runtimes"]))
-    need_keys = ("params_b", "weight_bits", "context", "gpu_memory_utilization")
+    need_keys = ("params_b", "weight_bits", "context")
+
+    def memory(e: Mapping[str, Any]) -> Optional[dict[str, float]]:
+        if any(e.get(k) is None or schema[k][1](e.get(k)) for k in need_keys):
+            return None  # field errors already reported
+        if e.get("kv_gib") is not None and schema["kv_gib"][1](e.get("kv_gib")):
+            return None
+        if e.get("gpu_memory_utilization") is not None and schema["gpu_memory_utilization"][1](e["gpu_memory_utilization"]):
+            return None
+        return engine_memory(e, settings)
+
     for host, hv in (model.get("hostvars") or {}).items():
         hv = hv or {}
         gpus = hv.get("gpus")
-        if not _is_list(gpus) or not gpus or not all(isinstance(g, Mapping) and _is_num(g.get("vram_gib"))
-                                                     and g["vram_gib"] > 0 for g in gpus):
+        if not _is_list(gpus):
             continue  # reported by check_engine_fields
-        vram = float(sum(g["vram_gib"] for g in gpus))
-        unified = any(g.get("unified") is True for g in gpus)
-        gpu_desc = " + ".join(f"{g.get('name', 'gpu')} {g['vram_gib']} GiB" for g in gpus)
-        util_sum = 0.0
-        counted = []
-        for i, e in enumerate(_engines(hv)):
-            if not isinstance(e, Mapping):
-                continue
-            if any(e.get(k) is None or schema[k][1](e.get(k)) for k in need_keys):
-                continue  # field errors already reported
-            if e.get("kv_gib") is not None and schema["kv_gib"][1](e.get("kv_gib")):
-                continue
-            mem = engine_memory(e, settings)
-            util = float(e["gpu_memory_utilization"])
-            budget = vram * util
-            util_sum += util
-            counted.append(f"{e.get('route', i)}={util:g}")
-            if mem["total_gib"] > budget:
-                kv_src = "kv_gib" if e.get("kv_gib") is not None else \
-                    f"context {e['context']} x {settings['kv_gib_per_1k_tokens']} GiB/1K tokens"
-                errs.append(InventoryError(
-                    host, f"engines[{i}].gpu_memory_utilization",
-                    f"engine {e.get('route', i)!r} does not fit: needs about {_gib(mem['total_gib'])} "
-                    f"(weights {e['params_b']}B x {e['weight_bits']} bit = {_gib(mem['weights_gib'])}, "
-                    f"KV {_gib(mem['kv_gib'])} from {kv_src}, overhead {_gib(mem['overhead_gib'])}) "
-                    f"but gets {_gib(budget)} ({gpu_desc} x {util:g})"))
-        if len(counted) > 1 and util_sum > 1.0 + 1e-9:
-            errs.append(InventoryError(
-                host, "engines[*].gpu_memory_utilization",
-                f"engines sharing the host's GPUs claim {util_sum:.2f} of their memory ({', '.join(counted)}); "
-                f"the sum must be <= 1"))
-        if unified and counted:
-            reserve = float(settings["unified_reserve_gib"])
-            claimed = vram * util_sum
-            if claimed > vram - reserve + 1e-9:
-                errs.append(InventoryError(
-                    host, "engines[*].gpu_memory_utilization",
-                    f"unified memory: engines claim {_gib(claimed)} of {_gib(vram)}, leaving less than "
-                    f"the {_gib(reserve)} reserved for the OS (validate_inventory_unified_reserve_gib)"))
+        errs += [InventoryError(host, f, r) for f, r in homelab_gpus.card_problems(gpus)]
+        if not gpus:
+            errs += [InventoryError(host, f"engines[{i}].gpus", f"names {e['gpus']} but the host lists no cards (gpus: [])")
+                     for i, e in enumerate(_engines(hv)) if isinstance(e, Mapping) and e.get("gpus")]
+            continue
+        errs += [InventoryError(host, f, r) for f, r in homelab_gpus.fit_problems(_engines(hv), gpus, memory, settings)]
     return errs
 
 
@@ -563,7 +555,12 @@ def _services(model: Mapping[str, Any], host: str, settings: Mapping[str, Any]) 
         out.append(("tcp", settings["proxmox_api_port"], "proxmox api", "proxmox api"))
     if "wireguard" in groups:
         out.append(("udp", hv.get("wireguard_listen_port", settings["wireguard_port"]), "wireguard", "wireguard_listen_port"))
+    shared: set[tuple[str, int]] = set()
     for i, e in enumerate(_engines(hv)):
+        if isinstance(e, Mapping) and e.get("runtime") in ONE_SERVER_RUNTIMES and _is_int(e.get("port")):
+            if (e["runtime"], e["port"]) in shared:
+                continue  # the same server as an earlier entry (one Ollama / LM Studio per host, many models)
+            shared.add((e["runtime"], e["port"]))
         if isinstance(e, Mapping) and _is_int(e.get("port")):
             out.append(("tcp", e["port"], f"engine {e.get('route', i)!r} ({e.get('runtime', '?')})", f"engines[{i}].port"))
     extra = hv.get("homelab_services")

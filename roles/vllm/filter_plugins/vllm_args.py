@@ -41,6 +41,8 @@ def vllm_argv(engine, vllm_bin, listen_address, negatable=()):
         raise AnsibleFilterError(f"engine {engine.get('route')}: args must be a mapping")
     for key in sorted(args):
         if key in _RESERVED_ARGS:
+            if key != "extra":  # validation and the preflight refuse these (vllm_flags.ROLE_SET); never drop silently
+                raise AnsibleFilterError(f"engine {engine.get('route')}: args.{key} is set by the role, not in args")
             continue
         value = args[key]
         flag = "--" + key.replace("_", "-")
@@ -53,6 +55,10 @@ def vllm_argv(engine, vllm_bin, listen_address, negatable=()):
                 argv.append("--no-" + key.replace("_", "-"))
             continue
         argv += [flag, _value(value)]
+    cards = engine.get("gpus") or []
+    if len(cards) > 1 and "tensor_parallel_size" not in args and "pipeline_parallel_size" not in args:
+        # tensor parallelism across exactly the cards the engine names (CUDA_VISIBLE_DEVICES shows only those)
+        argv += ["--tensor-parallel-size", str(len(cards))]
     argv += [str(x) for x in args.get("extra", [])]
     return argv
 
