@@ -375,6 +375,49 @@ def rules_opnsense_vlans(v: Mapping[str, Any]) -> list[Problem]:
     return out
 
 
+MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def network_host_problems(hostvars: Mapping[str, Mapping[str, Any]], vlans: Any) -> list[tuple[str, str, str]]:
+    """(host, field, reason) for the DHCP reservations / DNS records opnsense_vlans derives from every host
+    (its module opnsense_dhcp_dns_sync.py refuses the same before any write)."""
+    nets = []
+    for vl in vlans if isinstance(vlans, list) else []:
+        if isinstance(vl, Mapping) and is_network(vl.get("subnet")):
+            nets.append(ipaddress.ip_network(str(vl["subnet"]), strict=False))
+    out: list[tuple[str, str, str]] = []
+    macs: dict[str, str] = {}
+    for host in sorted(hostvars):
+        hv = hostvars[host] or {}
+        address, mac = hv.get("homelab_address"), hv.get("homelab_mac")
+        if address and not DNS_LABEL_RE.match(host):
+            out.append((host, "inventory_hostname", "is not a DNS label (letters, digits, '-'), so OPNsense "
+                                                    "cannot publish <host>.<domain> for it (role opnsense_vlans)"))
+        if mac in (None, ""):
+            continue
+        if not isinstance(mac, str) or not MAC_RE.match(mac):
+            out.append((host, "homelab_mac", f"{mac!r} is not a MAC address like 52:54:00:12:34:56 "
+                                             "(role opnsense_vlans)"))
+            continue
+        if mac.lower() in macs:
+            out.append((host, "homelab_mac", f"{mac.lower()} is also the MAC of {macs[mac.lower()]} "
+                                             "(role opnsense_vlans)"))
+        macs.setdefault(mac.lower(), host)
+        if not address:
+            out.append((host, "homelab_address", "is required for the DHCP reservation homelab_mac asks for "
+                                                 "(role opnsense_vlans)"))
+        elif nets:
+            try:
+                ip = ipaddress.ip_address(str(address))
+            except ValueError:
+                continue  # reported by the address checks of validation
+            if not any(ip in n for n in nets):
+                out.append((host, "homelab_address", f"{ip} is in none of the VLAN subnets, so no DHCP "
+                                                     "reservation can hold it (role opnsense_vlans)"))
+    return out
+
+
 def rules_proxmox_lxc(v: Mapping[str, Any]) -> list[Problem]:
     why = "put vault_proxmox_token_id (USER@REALM!TOKENID) and vault_proxmox_token_secret in the vault"
     return _required(v, "proxmox_lxc_api_token_id", why) + _required(v, "proxmox_lxc_api_token_secret", why)

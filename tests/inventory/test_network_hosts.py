@@ -1,0 +1,45 @@
+"""Broken-inventory cases for the DHCP reservations and DNS records opnsense_vlans derives from every host
+(homelab_mac, homelab_address, the host name): each names host, field and reason."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import assert_error, hi
+
+
+def errors(model):
+    return hi.check_model(model)
+
+
+def test_example_carries_macs_and_validates(model):
+    assert errors(model) == []
+    assert model["hostvars"]["ubuntu-4090"]["homelab_mac"] == "02:00:0a:14:00:0b"
+
+
+@pytest.mark.parametrize("host,change,field,parts", [
+    ("spark", {"homelab_mac": "02:00:0a:14:00"}, "homelab_mac", ("is not a MAC address", "opnsense_vlans")),
+    ("spark", {"homelab_mac": 42}, "homelab_mac", ("is not a MAC address",)),
+    ("ubuntu-6000", {"homelab_mac": "02:00:0A:14:00:0B"}, "homelab_mac", ("also the MAC of ubuntu-4090",)),
+])
+def test_broken_macs(model, host, change, field, parts):
+    model["hostvars"][host].update(change)
+    assert_error(errors(model), host, field, *parts)
+
+
+def test_mac_needs_an_address_in_a_vlan(model):
+    hv = model["hostvars"]["hub"]
+    hv["homelab_mac"] = "02:00:0a:1e:00:0b"
+    hv["homelab_address"] = "192.168.77.5"
+    assert_error(errors(model), "hub", "homelab_address", "none of the VLAN subnets", "DHCP reservation")
+
+
+def test_host_name_must_be_a_dns_label(model):
+    model["groups"]["all"].append("gpu_box")
+    model["hostvars"]["gpu_box"] = {"homelab_address": "10.40.0.50", "homelab_vlan": "lan"}
+    assert_error(errors(model), "gpu_box", "inventory_hostname", "not a DNS label", "<host>.<domain>")
+
+
+def test_no_firewall_no_network_rules(model):
+    model["groups"]["firewall"] = []
+    model["hostvars"]["spark"]["homelab_mac"] = "nope"
+    assert not any(e.field == "homelab_mac" for e in errors(model))
