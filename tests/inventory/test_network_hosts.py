@@ -27,10 +27,19 @@ def test_broken_macs(model, host, change, field, parts):
 
 
 def test_mac_needs_an_address_in_a_vlan(model):
-    hv = model["hostvars"]["hub"]
-    hv["homelab_mac"] = "02:00:0a:1e:00:0b"
+    # a host that no layer manages (only DHCP/DNS): the address must still lie in a VLAN to be reserved
+    model["groups"]["all"].append("printer")
+    model["hostvars"]["printer"] = {"homelab_mac": "02:00:0a:28:00:09", "homelab_address": "192.168.77.5"}
+    assert_error(errors(model), "printer", "homelab_address", "none of the VLAN subnets", "DHCP reservation")
+    del model["hostvars"]["printer"]["homelab_address"]
+    assert_error(errors(model), "printer", "homelab_address", "is required for the DHCP reservation")
+
+
+def test_an_address_outside_its_vlan_is_reported_once(model):
+    hv = model["hostvars"]["spark"]
     hv["homelab_address"] = "192.168.77.5"
-    assert_error(errors(model), "hub", "homelab_address", "none of the VLAN subnets", "DHCP reservation")
+    hits = [e for e in errors(model) if (e.host, e.field) == ("spark", "homelab_address")]
+    assert len(hits) == 1 and "outside VLAN 'ai'" in hits[0].reason
 
 
 def test_host_name_must_be_a_dns_label(model):
