@@ -1,5 +1,12 @@
 """OPNsense REST API emulator — a test double, not OPNsense.
 
+Sources, per endpoint group (the API reference lists each controller's commands and parameters):
+``core/firmware`` https://docs.opnsense.org/development/api/core/firmware.html; ``interfaces/vlan_settings``
+and ``interfaces/assignment`` https://docs.opnsense.org/development/api/core/interfaces.html with the
+controllers VlanSettingsController.php / AssignmentController.php of opnsense/core
+(src/opnsense/mvc/app/controllers/OPNsense/Interfaces/Api); ``firewall/filter``
+https://docs.opnsense.org/development/api/core/firewall.html; Kea and Unbound: opnsense_services.py.
+
 It follows the documented endpoint layout ``/api/<module>/<controller>/<command>[/<param>]`` and the
 behaviour of the upstream controllers that matters to a client:
 
