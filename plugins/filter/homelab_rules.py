@@ -418,6 +418,30 @@ def network_host_problems(hostvars: Mapping[str, Mapping[str, Any]], vlans: Any)
     return out
 
 
+def wireguard_mesh_problems(addresses: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(host, field, reason) for the mesh of the wireguard group: ``addresses`` maps each member to its
+    wireguard_address; every member needs its own address, all in one tunnel subnet."""
+    out: list[tuple[str, str, str]] = []
+    seen: dict[str, str] = {}
+    nets: dict[str, str] = {}
+    for host in sorted(addresses):
+        try:
+            iface = ipaddress.ip_interface(str(addresses[host]))
+        except ValueError:
+            continue  # reported by rules_wireguard
+        ip = str(iface.ip)
+        if ip in seen:
+            out.append((host, "wireguard_address", f"{ip} is also the tunnel address of {seen[ip]}: every host "
+                                                   "of the wireguard mesh needs its own (role wireguard)"))
+        seen.setdefault(ip, host)
+        first = next(iter(nets.items()), None)
+        if first and str(iface.network) != first[0]:
+            out.append((host, "wireguard_address", f"tunnel subnet {iface.network} differs from {first[0]} of "
+                                                   f"{first[1]}: the mesh shares one tunnel subnet (role wireguard)"))
+        nets.setdefault(str(iface.network), host)
+    return out
+
+
 def rules_proxmox_lxc(v: Mapping[str, Any]) -> list[Problem]:
     why = "put vault_proxmox_token_id (USER@REALM!TOKENID) and vault_proxmox_token_secret in the vault"
     return _required(v, "proxmox_lxc_api_token_id", why) + _required(v, "proxmox_lxc_api_token_secret", why)

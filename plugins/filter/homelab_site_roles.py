@@ -181,6 +181,11 @@ def cross_host_problems(model: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         if isinstance(node, str) and node not in nodes:
             out.append((h, "lxc.node", f"names node {node!r}, which no host of group proxmox manages "
                                        f"(their proxmox_lxc_node: {', '.join(sorted(nodes)) or 'none'}) (role proxmox_lxc)"))
+    members = groups.get("wireguard") or []
+    if len(members) > 1:
+        default = literal_defaults("wireguard").get("wireguard_address")
+        out += rules.wireguard_mesh_problems({h: (hostvars.get(h) or {}).get("wireguard_address", default)
+                                              for h in members})
     if groups.get("firewall"):
         out += rules.network_host_problems(hostvars, (model.get("site") or {}).get("homelab_vlans"))
     return out

@@ -52,3 +52,26 @@ def test_no_firewall_no_network_rules(model):
     model["groups"]["firewall"] = []
     model["hostvars"]["spark"]["homelab_mac"] = "nope"
     assert not any(e.field == "homelab_mac" for e in errors(model))
+
+
+# ------------------------------------------------------------------ the WireGuard mesh
+def _second_wireguard_host(model, **hv):
+    model["groups"]["wireguard"].append("spark")
+    model["hostvars"]["spark"].update(hv)
+
+
+def test_mesh_of_two_with_own_addresses_validates(model):
+    model["hostvars"]["ai-gateway"]["wireguard_address"] = "10.99.0.1/24"
+    _second_wireguard_host(model, wireguard_address="10.99.0.2/24")
+    assert [e for e in errors(model) if e.field == "wireguard_address"] == []
+
+
+def test_mesh_members_need_their_own_tunnel_address(model):
+    _second_wireguard_host(model)  # both fall back to the role default 10.99.0.1/24
+    assert_error(errors(model), "spark", "wireguard_address", "also the tunnel address of ai-gateway", "mesh")
+
+
+def test_mesh_shares_one_tunnel_subnet(model):
+    model["hostvars"]["ai-gateway"]["wireguard_address"] = "10.99.0.1/24"
+    _second_wireguard_host(model, wireguard_address="10.98.0.2/24")
+    assert_error(errors(model), "spark", "wireguard_address", "differs from 10.99.0.0/24 of ai-gateway")

@@ -19,7 +19,8 @@ description:
     warns that assignment has to be done in the GUI.
   - Maintains floating firewall rules (C(/api/firewall/filter/*), one C(apply) when something changed):
     only the router sources reach the engine ports, isolated VLANs are cut off from the other listed
-    VLANs except HTTPS to the gateway (Caddy), and each VLAN gets a baseline pass after every block. Managed rules are matched by their description, which starts with I(rule_prefix).
+    VLANs except HTTPS to the gateway (Caddy), and each VLAN gets a baseline pass after every block.
+    Managed rules are matched by their description, which starts with I(rule_prefix).
   - Items that are not listed are deleted only when I(remove_unlisted=true) (VLANs only on the parent
     interfaces in use by the listed VLANs; rules only when they carry I(rule_prefix)).
   - Supports check mode and diff mode (nothing is written in check mode).
