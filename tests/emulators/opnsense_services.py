@@ -2,7 +2,8 @@
 
 Mixed into ``OPNsenseEmulator`` (opnsense_emulator.py). Endpoints and fields follow:
 
-* https://docs.opnsense.org/development/api/core/kea.html -- ``kea/dhcpv4`` ``search_subnet``, ``add_subnet``,
+* https://docs.opnsense.org/development/api/core/kea.html -- ``kea/dhcpv4`` ``get``, ``set`` (``general``:
+  ``enabled``, ``interfaces`` = assigned interface identifiers), ``search_subnet``, ``add_subnet``,
   ``set_subnet/$uuid``, ``del_subnet/$uuid``, ``get_subnet``, ``search_reservation``, ``add_reservation``,
   ``set_reservation/$uuid``, ``del_reservation/$uuid``, ``get_reservation``; ``kea/service/reconfigure``.
   Fields and constraints from the model ``OPNsense/Kea/KeaDhcpv4.xml`` (opnsense/core): ``subnet4.subnet`` is a
@@ -55,9 +56,9 @@ class ServicesMixin:
     """kea/dhcpv4, kea/service, unbound/settings, unbound/service."""
 
     def _services_reset(self) -> None:
-        self.kea = {"subnets": {}, "reservations": {}}
+        self.kea = {"general": {"enabled": "0", "interfaces": ""}, "subnets": {}, "reservations": {}}
         self.unbound = {"hosts": {}}
-        self.running.update({"kea": {"subnets": {}, "reservations": {}}, "unbound": {"hosts": {}}})
+        self.running.update({"kea": copy.deepcopy(self.kea), "unbound": {"hosts": {}}})
         self.counters.update({"kea_reconfigure": 0, "unbound_reconfigure": 0})
 
     def _services_routes(self) -> dict:
@@ -166,7 +167,33 @@ class ServicesMixin:
             errors["reservation.hostname"] = "Please specify a valid hostname."
         return errors
 
+    def _kea_general(self, method, command, data):
+        """``get`` shows option fields as {key: {value, selected}} like every MVC ``get``; ``set`` takes the
+        selection as a comma-separated string; interfaces must be assigned ones (InterfaceField)."""
+        general = self.kea["general"]
+        if command == "get":
+            chosen = [i for i in general["interfaces"].split(",") if i]
+            ifs = {k: {"value": (v.get("descr") or k.upper()), "selected": 1 if k in chosen else 0}
+                   for k, v in self.interfaces.items()}
+            return {"dhcpv4": {"general": {"enabled": general["enabled"], "interfaces": ifs}}}
+        posted = ((data.get("dhcpv4") or {}).get("general")) if isinstance(data.get("dhcpv4"), dict) else None
+        if method != "POST" or not isinstance(posted, dict):
+            return {"result": "failed"}
+        node = dict(general, **{k: str(v) for k, v in posted.items() if k in general})
+        errors = {}
+        if node["enabled"] not in ("0", "1"):
+            errors["dhcpv4.general.enabled"] = "Value is not a valid boolean."
+        if any(i not in self.interfaces for i in node["interfaces"].split(",") if i):
+            errors["dhcpv4.general.interfaces"] = "Option not in list."
+        if errors:
+            return {"result": "failed", "validations": errors}
+        self.kea["general"] = node
+        self.counters["writes"] += 1
+        return {"result": "saved"}
+
     def _kea(self, method, command, params, data):
+        if command in ("get", "set"):
+            return self._kea_general(method, command, data)
         for noun, store, defaults, wrap, validate in (
                 ("subnet", self.kea["subnets"], SUBNET_DEFAULTS, "subnet4", self._subnet_validate),
                 ("reservation", self.kea["reservations"], RES_DEFAULTS, "reservation", self._reservation_validate)):

@@ -52,6 +52,11 @@ def test_whole_network_converges_and_a_rerun_changes_nothing(opnsense, run_playb
     assert st["kea"]["subnets"][res["gpu1"]["subnet"]]["subnet"] == "10.0.30.0/24"
     assert "nas" in first.stdout  # reported as having no reservation (no homelab_mac)
     assert st["counters"]["kea_reconfigure"] == 1 and st["running"]["kea"] == st["kea"]
+    # Kea serves every VLAN interface the role assigned (optN of each VLAN device)
+    vlan_ifs = {k for k, i in st["interfaces"].items() if i.get("if", "").startswith("vlan0")}
+    assert len(vlan_ifs) == len(VLANS)
+    assert st["kea"]["general"]["enabled"] == "1"
+    assert set(st["kea"]["general"]["interfaces"].split(",")) == vlan_ifs
 
     # Unbound: an A record per addressed host, so ai-gateway-like names resolve
     hosts = {f'{h["hostname"]}.{h["domain"]}': h for h in st["unbound"]["hosts"].values()}
@@ -105,7 +110,8 @@ def test_check_mode_writes_no_dhcp_or_dns(opnsense, run_playbook):
     res = run_playbook("network.yml", inventory(opnsense), "--check")
     assert res.rc == 0, res.stdout + res.stderr
     st = opnsense.state()
-    assert st["kea"] == {"subnets": {}, "reservations": {}} and st["unbound"] == {"hosts": {}}
+    assert st["kea"]["subnets"] == {} and st["kea"]["reservations"] == {} and st["unbound"] == {"hosts": {}}
+    assert st["kea"]["general"] == {"enabled": "0", "interfaces": ""}
     assert "add kea reservation homelab-ai: gpu1" in res.stdout
 
 

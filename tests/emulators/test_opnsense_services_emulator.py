@@ -79,3 +79,13 @@ def test_unbound_host_overrides(api, opnsense):
     assert list(opnsense.state()["running"]["unbound"]["hosts"].values())[0]["server"] == "10.30.0.12"
     assert api(f"unbound/settings/delHostOverride/{ok['uuid']}")[1] == {"result": "deleted"}
     assert api(f"unbound/settings/delHostOverride/{ok['uuid']}")[1] == {"result": "not found"}
+
+
+def test_kea_general_settings(api, opnsense):
+    got = api("kea/dhcpv4/get")[1]["dhcpv4"]["general"]
+    assert got["enabled"] == "0" and got["interfaces"]["lan"] == {"value": "LAN", "selected": 0}
+    assert api("kea/dhcpv4/set", {"dhcpv4": {"general": {"enabled": "1", "interfaces": "lan,opt9"}}})[1] == {
+        "result": "failed", "validations": {"dhcpv4.general.interfaces": "Option not in list."}}
+    assert api("kea/dhcpv4/set", {"dhcpv4": {"general": {"enabled": "1", "interfaces": "lan"}}})[1] == {
+        "result": "saved"}
+    assert api("kea/dhcpv4/get")[1]["dhcpv4"]["general"]["interfaces"]["lan"]["selected"] == 1

@@ -30,6 +30,8 @@ options:
   hosts: {description: "List of {name, address[, mac]}", type: list, elements: dict, default: []}
   domain: {description: DNS domain of the host records, type: str, default: lan}
   manage_dhcp: {description: Converge Kea subnets and reservations, type: bool, default: true}
+  dhcp_interfaces: {description: "Interface identifiers (optN) Kea must serve; added to those already served, and Kea
+    enabled (empty: the service settings are left alone)", type: list, elements: str, default: []}
   manage_dns: {description: Converge Unbound host overrides, type: bool, default: true}
   prefix: {description: Description prefix marking managed items, type: str, default: "homelab-ai: "}
   remove_unlisted: {description: Delete managed items no longer listed, type: bool, default: false}
@@ -136,6 +138,24 @@ class Sync(object):
                     changed = True
         return changed
 
+    def kea_service(self):
+        """Kea enabled on the VLAN interfaces (kea/dhcpv4/get|set general.enabled/interfaces); others kept."""
+        want = [i for i in self.p["dhcp_interfaces"] if i]
+        if not want:
+            return False
+        general = ((self.c.call("GET", "kea/dhcpv4/get") or {}).get("dhcpv4") or {}).get("general") or {}
+        ifs = general.get("interfaces") or {}
+        served = [k for k, v in ifs.items() if isinstance(v, dict) and str(v.get("selected", "0")) in ("1", "True")] \
+            if isinstance(ifs, dict) else [x for x in str(ifs).split(",") if x]
+        missing = [i for i in want if i not in served]
+        if str(general.get("enabled", "0")) == "1" and not missing:
+            return False
+        self.actions.append("enable kea on %s" % ", ".join(sorted(set(served) | set(want))))
+        if not self.check:
+            self.c.write("kea/dhcpv4/set", {"dhcpv4": {"general": {
+                "enabled": "1", "interfaces": ",".join(sorted(set(served) | set(want)))}}})
+        return True
+
     def dhcp(self):
         p = self.p
         subnets = {}
@@ -169,6 +189,7 @@ class Sync(object):
                 "hostname": h["name"], "description": p["prefix"] + h["name"]}
         changed |= self._converge("kea reservation", have_r, want_r, RES_FIELDS, "kea/dhcpv4/addReservation",
                                   "kea/dhcpv4/setReservation", "kea/dhcpv4/delReservation", "reservation")
+        changed |= self.kea_service()
         if changed and not self.check:
             res = self.c.call("POST", "kea/service/reconfigure")
             if str((res or {}).get("status", "")).lower() != "ok":
@@ -250,6 +271,7 @@ def main():
             hosts=dict(type="list", elements="dict", default=[]),
             domain=dict(type="str", default="lan"),
             manage_dhcp=dict(type="bool", default=True),
+            dhcp_interfaces=dict(type="list", elements="str", default=[]),
             manage_dns=dict(type="bool", default=True),
             prefix=dict(type="str", default="homelab-ai: "),
             remove_unlisted=dict(type="bool", default=False),

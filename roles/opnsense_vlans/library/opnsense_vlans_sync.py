@@ -51,7 +51,7 @@ RETURN = r"""
 firmware_version: {description: Detected or given version, type: str, returned: always}
 assignment_supported: {description: Whether the interface assignment API exists (26.7+), type: bool, returned: always}
 actions: {description: Human-readable list of writes done (or planned in check mode), type: list, returned: always}
-vlans: {description: Listed VLANs with their uuid and device as found after the run, type: list, returned: always}
+vlans: {description: "Listed VLANs with their uuid, device and interface identifier (optN; 26.7+) after the run", type: list, returned: always}
 reconfigured: {description: "Which apply calls ran: vlan, assignment, filter", type: list, returned: always}
 """
 
@@ -333,6 +333,7 @@ class Sync(object):
             self.after["vlans"][self._vlan_label(key)] = {k: have[k] for k in ("descr", "pcp", "vlanif")}
 
         # 3. interface assignments (26.7+), one reconfigure
+        after_assign = {}
         if do_assign:
             if unassigned and not self.check:
                 assignments = self.read_assignments()
@@ -413,8 +414,10 @@ class Sync(object):
         for v in p["vlans"]:
             key = (str(v["parent_if"]), str(int(v["id"])))
             have = after_vlans.get(key, {})
+            ident = str((after_assign.get(have.get("vlanif")) or {}).get("identifier") or "")
             vlan_report.append({"name": v["name"], "parent_if": key[0], "tag": int(key[1]),
-                                "uuid": have.get("uuid"), "device": have.get("vlanif")})
+                                "uuid": have.get("uuid"), "device": have.get("vlanif"),
+                                "interface": "" if ident.startswith("new:") else ident})
         return dict(changed=bool(self.actions), actions=self.actions, reconfigured=self.reconfigured,
                     firmware_version=version, assignment_supported=assignment_supported, vlans=vlan_report)
 
