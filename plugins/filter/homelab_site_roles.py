@@ -30,6 +30,19 @@ def _load_rules():
 
 rules = _load_rules()
 
+
+def _load_network_rules():
+    if "homelab_network_rules" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("homelab_network_rules",
+                                                      Path(__file__).with_name("homelab_network_rules.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["homelab_network_rules"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["homelab_network_rules"]
+
+
+network_rules = _load_network_rules()
+
 # The variables each role's rules read (plus those their defaults derive from).
 ROLE_KEYS: dict[str, tuple[str, ...]] = {
     "common": ("common_ssh_port", "common_nftables_enabled", "common_nftables_management_cidrs",
@@ -184,10 +197,10 @@ def cross_host_problems(model: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     members = groups.get("wireguard") or []
     if len(members) > 1:
         default = literal_defaults("wireguard").get("wireguard_address")
-        out += rules.wireguard_mesh_problems({h: (hostvars.get(h) or {}).get("wireguard_address", default)
+        out += network_rules.wireguard_mesh_problems({h: (hostvars.get(h) or {}).get("wireguard_address", default)
                                               for h in members})
     if groups.get("firewall"):
-        out += rules.network_host_problems(hostvars, (model.get("site") or {}).get("homelab_vlans"))
+        out += network_rules.network_host_problems(hostvars, (model.get("site") or {}).get("homelab_vlans"))
     return out
 
 
