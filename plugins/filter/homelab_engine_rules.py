@@ -180,6 +180,17 @@ def is_duration(v: Any) -> bool:
 def rules_lmstudio(v: Mapping[str, Any]) -> list[Problem]:
     out = _engine_list(v, "lmstudio_engines", one_port=True)
     out += _one_server_port(v, "lmstudio_engines", "lmstudio_port", "LM Studio")
+    for i, e in enumerate(v.get("lmstudio_engines") or []):
+        args = e.get("args") if isinstance(e, Mapping) else None
+        slots = args.get("max_concurrent_slots") if isinstance(args, Mapping) else None
+        if slots is None:
+            continue
+        if _int(slots) is None or _int(slots) < 1:
+            out.append((f"lmstudio_engines[{i}].args.max_concurrent_slots", f"must be a whole number >= 1, got {slots!r}"))
+        elif e.get("max_concurrency") is not None and _int(e.get("max_concurrency")) != _int(slots):
+            out.append((f"lmstudio_engines[{i}].args.max_concurrent_slots",
+                        f"{slots} differs from max_concurrency {e.get('max_concurrency')}: LM Studio would run "
+                        "another number of slots (lms load --parallel) than the router admits"))
     if not _bool(v.get("windows", False)) and v.get("lmstudio_engines"):
         why = ("a Linux LM Studio install downloads a pinned, checksummed lms/llmster bundle "
                "(LM Studio only publishes an install script, which the role does not pipe into a shell)")

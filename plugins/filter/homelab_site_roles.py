@@ -30,6 +30,19 @@ def _load_rules():
 
 rules = _load_rules()
 
+
+def _load_network_rules():
+    if "homelab_network_rules" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("homelab_network_rules",
+                                                      Path(__file__).with_name("homelab_network_rules.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["homelab_network_rules"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["homelab_network_rules"]
+
+
+network_rules = _load_network_rules()
+
 # The variables each role's rules read (plus those their defaults derive from).
 ROLE_KEYS: dict[str, tuple[str, ...]] = {
     "common": ("common_ssh_port", "common_nftables_enabled", "common_nftables_management_cidrs",
@@ -58,7 +71,7 @@ ROLE_KEYS: dict[str, tuple[str, ...]] = {
     "proxmox_lxc": ("proxmox_lxc_api_token_id", "proxmox_lxc_api_token_secret"),
 }
 # Inventory variables the derived defaults read (besides homelab_address, engines, gpus).
-SOURCE_KEYS = ("vault_router_admin_key", "vault_netdata_stream_api_key", "vault_opnsense_api_key",
+SOURCE_KEYS = ("homelab_mac", "vault_router_admin_key", "vault_netdata_stream_api_key", "vault_opnsense_api_key",
                "vault_opnsense_api_secret", "vault_proxmox_token_id", "vault_proxmox_token_secret")
 ALL_KEYS = tuple(k for keys in ROLE_KEYS.values() for k in keys) + SOURCE_KEYS
 
@@ -171,7 +184,8 @@ def role_vars(role: str, host: str, model: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def cross_host_problems(model: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """The preflights' run_once rules that look at several hosts (netdata, proxmox_lxc)."""
+    """The preflights' run_once rules that look at several hosts (netdata, proxmox_lxc), and the hosts'
+    DHCP/DNS entries opnsense_vlans derives (homelab_mac, homelab_address)."""
     groups, hostvars = model.get("groups") or {}, model.get("hostvars") or {}
     out = [(h, "groups", "is in group netdata_parent but not in group netdata; add it to netdata (role netdata)")
            for h in groups.get("netdata_parent") or [] if h not in (groups.get("netdata") or [])]
@@ -182,6 +196,13 @@ def cross_host_problems(model: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         if isinstance(node, str) and node not in nodes:
             out.append((h, "lxc.node", f"names node {node!r}, which no host of group proxmox manages "
                                        f"(their proxmox_lxc_node: {', '.join(sorted(nodes)) or 'none'}) (role proxmox_lxc)"))
+    members = groups.get("wireguard") or []
+    if len(members) > 1:
+        default = literal_defaults("wireguard").get("wireguard_address")
+        out += network_rules.wireguard_mesh_problems({h: (hostvars.get(h) or {}).get("wireguard_address", default)
+                                              for h in members})
+    if groups.get("firewall"):
+        out += network_rules.network_host_problems(hostvars, (model.get("site") or {}).get("homelab_vlans"))
     return out
 
 

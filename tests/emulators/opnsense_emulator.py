@@ -1,5 +1,12 @@
 """OPNsense REST API emulator — a test double, not OPNsense.
 
+Sources, per endpoint group (the API reference lists each controller's commands and parameters):
+``core/firmware`` https://docs.opnsense.org/development/api/core/firmware.html; ``interfaces/vlan_settings``
+and ``interfaces/assignment`` https://docs.opnsense.org/development/api/core/interfaces.html with the
+controllers VlanSettingsController.php / AssignmentController.php of opnsense/core
+(src/opnsense/mvc/app/controllers/OPNsense/Interfaces/Api); ``firewall/filter``
+https://docs.opnsense.org/development/api/core/firewall.html; Kea and Unbound: opnsense_services.py.
+
 It follows the documented endpoint layout ``/api/<module>/<controller>/<command>[/<param>]`` and the
 behaviour of the upstream controllers that matters to a client:
 
@@ -16,6 +23,7 @@ behaviour of the upstream controllers that matters to a client:
   ``delItem/<ifname>`` (pending until ``reconfigure``; refused for a locked interface), ``reconfigure``.
 * ``firewall/filter``: ``searchRule`` (MVC rules plus a non-MVC internal rule), ``getRule``, ``addRule``,
   ``setRule``, ``delRule``, ``apply`` (only then does the "running" rule set change).
+* ``kea/dhcpv4``, ``kea/service``, ``unbound/settings``, ``unbound/service``: see opnsense_services.py.
 * validation failures answer 200 ``{"result":"failed","validations":{"<node>.<field>": msg}}``.
 
 Command names are matched case-insensitively with ``_`` ignored, like the PHP router accepts
@@ -37,8 +45,10 @@ import uuid as uuidlib
 
 try:
     from .emulator_base import INSPECT_PREFIX, parse_body, run_standalone
+    from .opnsense_services import ServicesMixin
 except ImportError:  # executed as a script
     from emulator_base import INSPECT_PREFIX, parse_body, run_standalone  # type: ignore
+    from opnsense_services import ServicesMixin  # type: ignore
 
 PCP_DESCR = {
     "0": "Best Effort (0, default)", "1": "Background (1, lowest)", "2": "Excellent Effort (2)",
@@ -67,7 +77,7 @@ def _version_tuple(v: str) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-class OPNsenseEmulator:
+class OPNsenseEmulator(ServicesMixin):
     def __init__(self, version: str = "26.7.2", credentials: dict | None = None):
         self.lock = threading.RLock()
         self._initial = {"version": version, "credentials": dict(credentials or {"key1": "secret1"})}
@@ -94,6 +104,7 @@ class OPNsenseEmulator:
             self.counters = {"vlan_reconfigure": 0, "assignment_reconfigure": 0, "filter_apply": 0,
                              "writes": 0}
             self.requests: list[dict] = []
+            self._services_reset()  # kea + unbound (opnsense_services.py)
 
     def snapshot(self) -> dict:
         with self.lock:
@@ -101,6 +112,7 @@ class OPNsenseEmulator:
                 "settings": {k: v for k, v in self.settings.items() if k != "credentials"},
                 "interfaces": self.interfaces, "if_todo": self.if_todo, "vlans": self.vlans,
                 "rules": self.rules, "running": self.running, "counters": self.counters,
+                "kea": self.kea, "unbound": self.unbound,
                 "requests": self.requests,
             })
 
@@ -131,6 +143,7 @@ class OPNsenseEmulator:
                 ("interfaces", "vlansettings"): self._vlan,
                 ("interfaces", "assignment"): self._assignment,
                 ("firewall", "filter"): self._filter,
+                **self._services_routes(),
             }.get((module, controller))
             if route is None or (controller == "assignment" and not self.has_assignment_api):
                 return 404, {}, {"errorMessage": "Endpoint not found"}

@@ -44,7 +44,7 @@ def managed_rules(state):
 def test_first_run_creates_then_second_run_is_unchanged(opnsense, run_playbook):
     first = run_playbook("network.yml", inventory(opnsense))
     assert first.rc == 0, first.stdout + first.stderr
-    assert first.changed("fw") == 1
+    assert first.changed("fw") == 2  # the VLAN/rule task and the DHCP/DNS task (test_opnsense_network.py)
     st = opnsense.state()
 
     vlans = {(v["if"], v["tag"]): v for v in st["vlans"].values()}
@@ -77,7 +77,9 @@ def test_first_run_creates_then_second_run_is_unchanged(opnsense, run_playbook):
     iso = rules["homelab-ai: isolate sandbox from gpu"]
     assert (iso["action"], iso["source_net"], iso["destination_net"]) == ("block", "10.0.40.0/24", "10.0.30.0/24")
     assert "homelab-ai: isolate mgmt from sandbox" in rules
-    assert rules["homelab-ai: allow sandbox to router 10.0.20.10:4000"]["action"] == "pass"
+    https = rules["homelab-ai: allow sandbox to gateway 10.0.20.10:443"]
+    assert (https["action"], https["destination_net"], https["destination_port"]) == ("pass", "10.0.20.10", "443")
+    assert not any(r["destination_port"] == "4000" for r in rules.values())  # the router's loopback port
     assert all(r["interface"] == "" and r["quick"] == "1" for r in rules.values())  # floating, quick
 
     writes = st["counters"]["writes"]
@@ -93,13 +95,14 @@ def test_first_run_creates_then_second_run_is_unchanged(opnsense, run_playbook):
 def test_check_mode_with_diff_writes_nothing(opnsense, run_playbook):
     res = run_playbook("network.yml", inventory(opnsense), "--check", "--diff")
     assert res.rc == 0, res.stdout + res.stderr
-    assert res.changed("fw") == 1
+    assert res.changed("fw") == 2
     assert "+vlans[vtnet1 tag 40]: descr=ai sandbox" in res.stdout
     assert "+rules[homelab-ai: isolate sandbox from gpu]" in res.stdout
     assert "+assignments[new:sandbox]: descr=sandbox, enable=1, if=(new device for tag 40), ipaddr=10.0.40.1/24, type4=staticv4" in res.stdout
     st = opnsense.state()
     assert st["vlans"] == {} and st["rules"] == {}
-    assert st["counters"] == {"vlan_reconfigure": 0, "assignment_reconfigure": 0, "filter_apply": 0, "writes": 0}
+    assert st["counters"] == {"vlan_reconfigure": 0, "assignment_reconfigure": 0, "filter_apply": 0, "writes": 0,
+                              "kea_reconfigure": 0, "unbound_reconfigure": 0}
     assert all(r["method"] == "GET" or "search" in r["path"].lower() for r in st["requests"])
 
 
@@ -129,10 +132,11 @@ def test_update_in_place_then_removal_only_with_flag(opnsense, run_playbook):
 
     removed = run_playbook("network.yml", inventory(opnsense, vlans=fewer, opnsense_vlans_remove_unlisted=True))
     assert removed.rc == 0, removed.stdout + removed.stderr
-    assert removed.changed("fw") == 1
+    assert removed.changed("fw") == 2  # and the mgmt VLAN's Kea subnet goes too
     st = opnsense.state()
     assert ("vtnet1", "10") not in {(v["if"], v["tag"]) for v in st["vlans"].values()}
     assert "mgmt" not in {i.get("descr") for i in st["interfaces"].values()}  # unassigned first
+    assert "10.0.10.0/24" not in {s["subnet"] for s in st["kea"]["subnets"].values()}
     rules = managed_rules(st)
     assert "homelab-ai: isolate sandbox from mgmt" not in rules
     assert "homelab-ai: isolate sandbox from gpu" in rules

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ def _load(name, path):
     return mod
 
 
+# the role's module_utils, importable the way Ansible ships them next to the module
+sys.modules.setdefault("ansible.module_utils.opnsense_api",
+                       _load("ansible.module_utils.opnsense_api", ROLES / "opnsense_vlans/module_utils/opnsense_api.py"))
 sync = _load("opnsense_vlans_sync", ROLES / "opnsense_vlans/library/opnsense_vlans_sync.py")
 plan = _load("proxmox_lxc_plan", ROLES / "proxmox_lxc/library/proxmox_lxc_plan.py")
 filt = _load("proxmox_lxc_filters", ROLES / "proxmox_lxc/filter_plugins/proxmox_lxc.py")
@@ -49,11 +53,16 @@ def test_gateway_address_and_version():
 
 def test_policy_rules_order_and_bands():
     rules = sync.policy_rules(VLANS, ["10.30.0.10"], [{"host": "gpu", "address": "10.20.0.11", "ports": [8000, 8000]}],
-                              4000, "hl: ", 100, [{"description": "extra", "action": "block", "sequence": 50}])
+                              443, "hl: ", 100, [{"description": "extra", "action": "block", "sequence": 50}],
+                              ["10.30.0.10"])
     names = list(rules)
     assert names[:2] == ["hl: allow router 10.30.0.10 to gpu:8000", "hl: block others to gpu:8000"]
     assert int(rules[names[0]]["sequence"]) < int(rules[names[1]]["sequence"])
-    assert rules["hl: allow sandbox to router 10.30.0.10:4000"]["destination_port"] == "4000"
+    assert rules["hl: allow sandbox to gateway 10.30.0.10:443"]["destination_port"] == "443"
+    # baseline passes come last, after every block (the sandbox's isolation blocks come first)
+    base = rules["hl: baseline pass sandbox"]
+    assert (base["action"], base["source_net"], base["destination_net"]) == ("pass", "10.66.0.0/24", "any")
+    assert int(base["sequence"]) > max(int(r["sequence"]) for d, r in rules.items() if r["action"] == "block")
     assert {"hl: isolate sandbox from ai", "hl: isolate ai from sandbox"} <= set(rules)
     assert rules["hl: extra"]["_seq_range"] == (50, 50)
     # renumbering inside a band is not a change; leaving the band is

@@ -49,6 +49,11 @@ def test_network_layer_converged_the_example_vlans(lab):
     assert state["running"]["rules"], "no firewall rule was applied"
     descriptions = " ".join(r.get("description", "") for r in state["running"]["rules"].values())
     assert "homelab-ai" in descriptions, descriptions
+    # DHCP/DNS for every host (issue 12): the gateway's name resolves through Unbound, applied
+    gw_vars = inv.hostvars[inv.gateway]
+    records = {(h["hostname"], h["domain"]): h["server"] for h in state["running"]["unbound"]["hosts"].values()}
+    assert records.get((inv.gateway, gw_vars.get("homelab_domain", "lan"))) == gw_vars["homelab_address"], records
+    assert "homelab-ai: baseline pass sandbox" in descriptions, descriptions
 
 
 def test_compute_layer_created_the_example_guests(lab):

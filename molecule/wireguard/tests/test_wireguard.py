@@ -58,7 +58,7 @@ def test_config_rendered_without_secret(host):
     key = host.check_output("cat /etc/wireguard/wg0.key").strip()
     assert key not in conf
     for name, (pub, ips) in PEERS.items():
-        assert f"# {name}" in conf
+        assert f"# road warrior: {name}" in conf
         assert f"PublicKey = {pub}" in conf
         assert f"AllowedIPs = {ips}" in conf
     assert "PersistentKeepalive = 25" in conf

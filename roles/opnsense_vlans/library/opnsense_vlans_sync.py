@@ -18,8 +18,9 @@ description:
     with the first host address of the subnet (or I(gateway)) as static IPv4; on older releases it
     warns that assignment has to be done in the GUI.
   - Maintains floating firewall rules (C(/api/firewall/filter/*), one C(apply) when something changed):
-    only the router sources reach the engine ports, and isolated VLANs are cut off from the other listed
-    VLANs. Managed rules are matched by their description, which starts with I(rule_prefix).
+    only the router sources reach the engine ports, isolated VLANs are cut off from the other listed
+    VLANs except HTTPS to the gateway (Caddy), and each VLAN gets a baseline pass after every block.
+    Managed rules are matched by their description, which starts with I(rule_prefix).
   - Items that are not listed are deleted only when I(remove_unlisted=true) (VLANs only on the parent
     interfaces in use by the listed VLANs; rules only when they carry I(rule_prefix)).
   - Supports check mode and diff mode (nothing is written in check mode).
@@ -35,7 +36,9 @@ options:
   manage_rules: {description: Maintain the isolation rules, type: bool, default: true}
   router_sources: {description: Addresses allowed to reach engine ports, type: list, elements: str, default: []}
   engine_targets: {description: "List of {host, address, ports}", type: list, elements: dict, default: []}
-  sandbox_router_port: {description: Port isolated VLANs may still reach on the router sources (0 = none), type: int, default: 0}
+  sandbox_gateway_port: {description: "HTTPS port isolated VLANs may still reach on the gateway addresses (0 = none)", type: int, default: 0}
+  gateway_addresses: {description: "Addresses of the gateway (Caddy) hosts (default: router_sources)", type: list, elements: str}
+  baseline_pass: {description: One pass rule per VLAN after all blocks, type: bool, default: true}
   extra_rules: {description: Additional rule bodies (firewall/filter fields; description required), type: list, elements: dict, default: []}
   rule_prefix: {description: Description prefix marking managed rules, type: str, default: "homelab-ai: "}
   rule_sequence_start: {description: First sequence number of the managed rules, type: int, default: 100}
@@ -48,33 +51,21 @@ RETURN = r"""
 firmware_version: {description: Detected or given version, type: str, returned: always}
 assignment_supported: {description: Whether the interface assignment API exists (26.7+), type: bool, returned: always}
 actions: {description: Human-readable list of writes done (or planned in check mode), type: list, returned: always}
-vlans: {description: Listed VLANs with their uuid and device as found after the run, type: list, returned: always}
+vlans: {description: "Listed VLANs with their uuid, device and interface identifier (optN; 26.7+) after the run", type: list, returned: always}
 reconfigured: {description: "Which apply calls ran: vlan, assignment, filter", type: list, returned: always}
 """
 
-import base64
 import ipaddress
-import json
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.opnsense_api import ApiError, OPNsenseClient, version_tuple
 
 RULE_FIELDS = ("enabled", "action", "quick", "interface", "direction", "ipprotocol", "protocol",
                "source_net", "source_port", "destination_net", "destination_port", "log", "sequence",
                "description")
 ASSIGN_FIELDS = ("descr", "if", "enable", "type4", "ipaddr")
 ASSIGNMENT_MIN_VERSION = (26, 7)
-
-
-class ApiError(Exception):
-    pass
-
-
-def version_tuple(text):
-    m = re.match(r"^\s*(\d+)\.(\d+)", text or "")
-    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def strip_decoration(vlanif):
@@ -106,7 +97,8 @@ def desired_vlans(vlans):
 SEQUENCE_BAND = 1000
 
 
-def policy_rules(vlans, router_sources, engine_targets, sandbox_router_port, prefix, seq_start, extra):
+def policy_rules(vlans, router_sources, engine_targets, sandbox_gateway_port, prefix, seq_start, extra,
+                 gateway_addresses=None, baseline_pass=True):
     """The floating rules that express the homelab policy, keyed by description.
 
     Rules come in bands whose order matters (pass to engines before block, sandbox-to-router pass
@@ -134,11 +126,11 @@ def policy_rules(vlans, router_sources, engine_targets, sandbox_router_port, pre
             add(1, "block others to %s:%d" % (t["host"], port), action="block", protocol="TCP", log="1",
                 destination_net=t["address"], destination_port=port)
     for s in [v for v in vlans if v.get("isolated")]:
-        if sandbox_router_port:
-            for src in router_sources:
-                add(2, "allow %s to router %s:%d" % (s["name"], src, sandbox_router_port), action="pass",
-                    protocol="TCP", source_net=s["subnet"], destination_net=src,
-                    destination_port=sandbox_router_port)
+        if sandbox_gateway_port:
+            for dst in gateway_addresses if gateway_addresses is not None else router_sources:
+                add(2, "allow %s to gateway %s:%d" % (s["name"], dst, sandbox_gateway_port), action="pass",
+                    protocol="TCP", source_net=s["subnet"], destination_net=dst,
+                    destination_port=sandbox_gateway_port)
         for o in [v for v in vlans if v["name"] != s["name"]]:
             add(3, "isolate %s from %s" % (s["name"], o["name"]), action="block", log="1",
                 source_net=s["subnet"], destination_net=o["subnet"])
@@ -147,6 +139,11 @@ def policy_rules(vlans, router_sources, engine_targets, sandbox_router_port, pre
     for r in extra:
         body = {k: str(v) for k, v in r.items() if k != "description"}
         add(4, str(r["description"]), **body)
+    if baseline_pass:
+        # after every block: each VLAN may open connections anywhere the bands above did not close
+        # (an isolated VLAN thus reaches the internet and the gateway's HTTPS, nothing else listed)
+        for v in vlans:
+            add(5, "baseline pass %s" % v["name"], action="pass", source_net=v["subnet"])
     out = {}
     counts = {}
     for r in rules:
@@ -189,73 +186,6 @@ def normalise_rule(row):
     else:
         out["protocol"] = out["protocol"].upper()
     return out
-
-
-class OPNsenseClient(object):
-    def __init__(self, module):
-        p = module.params
-        self.module = module
-        self.base = p["api_url"].rstrip("/")
-        self.auth = "Basic " + base64.b64encode(
-            ("%s:%s" % (p["api_key"], p["api_secret"])).encode()).decode()
-        self.validate_certs = p["validate_certs"]
-        self.ca_path = p["ca_path"]
-        self.timeout = p["timeout"]
-
-    def call(self, method, path, payload=None):
-        url = "%s/api/%s" % (self.base, path)
-        data = None
-        headers = {"Authorization": self.auth, "Accept": "application/json"}
-        if method == "POST":
-            data = json.dumps(payload if payload is not None else {}).encode()
-            headers["Content-Type"] = "application/json"
-        kwargs = dict(method=method, data=data, headers=headers, validate_certs=self.validate_certs,
-                      timeout=self.timeout, follow_redirects="none")
-        if self.ca_path:
-            kwargs["ca_path"] = self.ca_path
-        try:
-            resp = open_url(url, **kwargs)
-            body = resp.read()
-        except HTTPError as e:
-            try:
-                detail = json.loads(e.read().decode() or "{}")
-            except ValueError:
-                detail = {}
-            if e.code == 401:
-                raise ApiError("OPNsense rejected the API key/secret (HTTP 401 Authentication Failed) for %s; "
-                               "check opnsense_vlans_api_key/opnsense_vlans_api_secret" % self.base)
-            if e.code == 403:
-                raise ApiError("OPNsense API user lacks the privilege for %s (HTTP 403)" % path)
-            msg = detail.get("errorMessage") or detail.get("message") or e.reason
-            raise ApiError("OPNsense %s %s failed (HTTP %s): %s" % (method, path, e.code, msg))
-        except URLError as e:
-            reason = str(getattr(e, "reason", e))
-            if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason.lower():
-                raise ApiError("TLS verification of %s failed (%s); give the CA that signed the firewall "
-                               "certificate in opnsense_vlans_api_ca_path" % (self.base, reason))
-            raise ApiError("cannot reach the OPNsense API at %s: %s" % (self.base, reason))
-        except Exception as e:  # ssl.SSLError and friends surface here on some Pythons
-            text = str(e)
-            if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text.lower():
-                raise ApiError("TLS verification of %s failed (%s); give the CA that signed the firewall "
-                               "certificate in opnsense_vlans_api_ca_path" % (self.base, text))
-            raise ApiError("request to %s failed: %s" % (url, text))
-        try:
-            return json.loads(body.decode() or "null")
-        except ValueError:
-            raise ApiError("OPNsense %s %s returned non-JSON data" % (method, path))
-
-    def search(self, path):
-        res = self.call("POST", path, {"current": 1, "rowCount": -1, "searchPhrase": ""})
-        if not isinstance(res, dict) or "rows" not in res:
-            raise ApiError("unexpected answer from %s: %r" % (path, res))
-        return res["rows"]
-
-    def write(self, path, payload=None):
-        res = self.call("POST", path, payload)
-        if isinstance(res, dict) and res.get("result") == "failed":
-            raise ApiError("OPNsense refused %s: %s" % (path, json.dumps(res.get("validations", res), sort_keys=True)))
-        return res
 
 
 class Sync(object):
@@ -403,6 +333,7 @@ class Sync(object):
             self.after["vlans"][self._vlan_label(key)] = {k: have[k] for k in ("descr", "pcp", "vlanif")}
 
         # 3. interface assignments (26.7+), one reconfigure
+        after_assign = {}
         if do_assign:
             if unassigned and not self.check:
                 assignments = self.read_assignments()
@@ -441,8 +372,8 @@ class Sync(object):
         # 4. firewall rules, one apply
         if p["manage_rules"]:
             wanted_rules = policy_rules(p["vlans"], p["router_sources"], p["engine_targets"],
-                                        p["sandbox_router_port"], p["rule_prefix"], p["rule_sequence_start"],
-                                        p["extra_rules"])
+                                        p["sandbox_gateway_port"], p["rule_prefix"], p["rule_sequence_start"],
+                                        p["extra_rules"], p["gateway_addresses"], p["baseline_pass"])
             have_rules = self.read_rules()
             for d, r in have_rules.items():
                 self.before["rules"][d] = {k: v for k, v in r.items() if k not in ("uuid", "description")}
@@ -483,8 +414,10 @@ class Sync(object):
         for v in p["vlans"]:
             key = (str(v["parent_if"]), str(int(v["id"])))
             have = after_vlans.get(key, {})
+            ident = str((after_assign.get(have.get("vlanif")) or {}).get("identifier") or "")
             vlan_report.append({"name": v["name"], "parent_if": key[0], "tag": int(key[1]),
-                                "uuid": have.get("uuid"), "device": have.get("vlanif")})
+                                "uuid": have.get("uuid"), "device": have.get("vlanif"),
+                                "interface": "" if ident.startswith("new:") else ident})
         return dict(changed=bool(self.actions), actions=self.actions, reconfigured=self.reconfigured,
                     firmware_version=version, assignment_supported=assignment_supported, vlans=vlan_report)
 
@@ -535,7 +468,9 @@ def main():
             manage_rules=dict(type="bool", default=True),
             router_sources=dict(type="list", elements="str", default=[]),
             engine_targets=dict(type="list", elements="dict", default=[]),
-            sandbox_router_port=dict(type="int", default=0),
+            sandbox_gateway_port=dict(type="int", default=0),
+            gateway_addresses=dict(type="list", elements="str"),
+            baseline_pass=dict(type="bool", default=True, no_log=False),
             extra_rules=dict(type="list", elements="dict", default=[]),
             rule_prefix=dict(type="str", default="homelab-ai: "),
             rule_sequence_start=dict(type="int", default=100),
