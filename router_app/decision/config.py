@@ -15,6 +15,7 @@ from typing import Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..access.config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Cors, Price, Structured
+from ..catalog.settings import CatalogSettings, RouteCatalog
 from .yamlload import load_yaml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -77,6 +78,8 @@ class Route(_Strict):
     # The engine honours stream_options.include_usage: the router may ask for the usage chunk on streams
     # (and strips it again when the client did not ask). Off: stream_options are sent only as the client wrote them.
     stream_usage: bool = False
+    # issue 14: the engine's models are catalogued (router_app/catalog); None: not catalogued, as before
+    catalog: Optional[RouteCatalog] = None
 
     @field_validator("url")
     @classmethod
@@ -149,6 +152,7 @@ class RouterConfig(BaseModel):
     health: Health = Field(default_factory=Health)
     route_unknown_models: bool = False   # true: unknown model names go to the classifier instead of a 404
     cors: Cors = Field(default_factory=Cors)   # browser origins allowed on /v1/* (router_app/v1/cors.py)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)   # router_app/catalog/settings.py
 
     # access control: keys, budgets, audit, prices, structured outputs (router_app/README-access.md)
     auth: AuthMode = "auto"
