@@ -17,6 +17,7 @@ loads/unloads a model where the engine can. Parsers are pure functions (unit-tes
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 from typing import Optional
 
 import aiohttp
@@ -198,7 +199,7 @@ class LlamaCppRouterAdapter(Adapter):
         running = 0
         for m in models.values():
             if m.state == HOT:
-                slots = await self._get("/slots?model=" + m.name)
+                slots = await self._get("/slots?autoload=false&model=" + quote(m.name, safe=""))  # never wakes a model
                 running += sum(1 for s in slots if isinstance(s, dict) and s.get("is_processing"))
         return EngineLoad(waiting=0, running=running)
 

@@ -100,8 +100,16 @@ class CatalogService:
 
     # ----------------------------------------------------------------------------- request path
     def claims(self, policy, model: Optional[str]) -> bool:
-        return bool(model) and model in self.registry.index and model not in policy.aliases \
-            and model not in policy.routes and model not in policy.model_ids and not model.startswith("homelab/")
+        """A name in the catalog, unless it is an alias, a route name or homelab/*; a route's own model id only
+        when that route is catalogued on demand (so it gets loaded; a pinned route keeps its failover chain)."""
+        if not model or model not in self.registry.index or model in policy.aliases or model in policy.routes \
+                or model.startswith("homelab/"):
+            return False
+        owner = policy.model_ids.get(model)
+        if owner is None:
+            return True
+        node = self.registry.nodes.get(owner)
+        return node is not None and node.residency == "on_demand"
 
     def place(self, model: str, allowed: Optional[frozenset] = None) -> Placement:
         nodes = self.registry.live_nodes(model)
@@ -198,7 +206,16 @@ class CatalogService:
         info = node.models.get(model)
         if info is None or node.model_in_flight.get(model):
             return
-        await ad.unload(info, c.load_timeout_s if c else 120.0)
+        timeout = c.load_timeout_s if c else 120.0
+        await ad.unload(info, timeout)
+        # engines may stop an instance after answering (llama-server does): wait until it is gone, or a load that
+        # follows finds it still counted and the engine evicts a model of its own choosing
+        deadline = time.monotonic() + timeout
+        while True:
+            got = (await ad.models()).get(model)
+            if got is None or got.state not in (HOT, LOADING, SLEEPING) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(POLL_S)
         info.state = ON_DISK
         self.evictions += 1
         self._event({"event": "model_unload", "route": route, "model": model, "why": why})

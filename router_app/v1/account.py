@@ -39,6 +39,10 @@ def account(app, ctx: Ctx, access) -> None:
     }
     if ctx.error_code:
         rec["error_code"] = ctx.error_code
+    if ctx.catalog is not None:     # issue 14: the placement behind a catalog decision
+        p = ctx.catalog
+        rec["placement"] = {"model": p.model, "choice": p.choice, "state": p.state, "evict": p.evict,
+                            "candidates": [c["route"] for c in p.candidates], "rejected": p.rejected}
     app.logs.decisions.write(rec)
     if ctx.ticket is not None:
         try:

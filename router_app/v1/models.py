@@ -29,8 +29,14 @@ def model_list(policy, allowed, created: int, catalog=None) -> list:
     if catalog is not None:       # issue 14: every model the engines have, from the registry (no engine call)
         for m in catalog.models():
             routes = {r: s for r, s in m["routes"].items() if allowed is None or r in allowed}
-            if routes:
-                add(m["id"], next(iter(routes)), homelab={"kind": "catalog", "routes": routes})
+            if not routes:
+                continue
+            if m["id"] in seen:     # a route's own model id: its entry also says where it is and in what state
+                for e in data:
+                    if e["id"] == m["id"]:
+                        e["homelab"]["states"] = routes
+            else:
+                add(m["id"], next(iter(routes)), homelab={"kind": "catalog", "states": routes})
     return data
 
 
