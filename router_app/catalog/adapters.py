@@ -148,6 +148,17 @@ class Adapter:
 class VllmAdapter(Adapter):
     engine = "vllm"
 
+    async def models(self) -> dict:
+        out = await super().models()
+        try:
+            s = await self._get("/is_sleeping")     # served with VLLM_SERVER_DEV_MODE=1 (sleep mode)
+        except (EngineError, ValueError):
+            return out
+        if isinstance(s, dict) and s.get("is_sleeping"):
+            for m in out.values():
+                m.state = SLEEPING
+        return out
+
     async def load_figures(self, models: dict) -> Optional[EngineLoad]:
         return parse_vllm_metrics(await self._get("/metrics", text=True))
 
