@@ -44,7 +44,7 @@ def catalog_router(host, dependencies: list, responses: dict) -> APIRouter:
 
     @r.get("/admin/placement/{model:path}", summary="Where a request for this model would go, and why")
     async def placement(model: str):
-        return _json(host.catalog.place(model).to_dict())
+        return _json(host.catalog.place(model, full=True).to_dict())
 
     @r.post("/admin/models/load", summary="Load a model (placement picks the node unless 'route' is given)")
     async def load(request: Request):

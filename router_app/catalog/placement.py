@@ -4,7 +4,7 @@ place(model, nodes, ...) -> Placement
     A node that does not have the model, is down or drained, or cannot make room, is rejected with a reason.
     The others are scored, lowest first:  (state rank: hot < loading < sleeping < on disk,
     load: the engine's own queue + running over the route's cap when fresh, else the router's in-flight count,
-    number of models to evict, route name)  -> a model on several nodes goes to the hot one, then the least loaded;
+    route name); evictions are planned for the best cold candidate first (a node that cannot make room is rejected)  -> a model on several nodes goes to the hot one, then the least loaded;
     a model too big for one node goes to a node with room.
 plan_evictions(node, model, need_mb, ...) -> list | None
     What to unload so `model` fits under max_resident and the card's VRAM: cheapest to reload first (observed size),
@@ -74,7 +74,9 @@ def idle_evictions(node: NodeView, idle_ttl_s: float, now: float) -> list:
 
 
 def place(model: str, nodes: Iterable[NodeView], stale_s: float, now: float, need_mb: int = 0,
-          allowed: Optional[frozenset] = None) -> Placement:
+          allowed: Optional[frozenset] = None, full: bool = False) -> Placement:
+    """Scores every node that has the model; plans evictions lazily, best candidate first, until one can make room
+    (`full`: for every candidate, as `explain` shows them)."""
     p = Placement(model)
     scored = []
     for n in nodes:
@@ -95,7 +97,6 @@ def place(model: str, nodes: Iterable[NodeView], stale_s: float, now: float, nee
         if state == FAILED:
             p.rejected.append({"route": n.route, "why": "the engine's last load of it failed"})
             continue
-        evict: list = []
         if state not in (HOT, LOADING):
             if n.residency != "on_demand":
                 p.rejected.append({"route": n.route, "why": f"{state} on a pinned engine (the router never loads "
@@ -104,18 +105,21 @@ def place(model: str, nodes: Iterable[NodeView], stale_s: float, now: float, nee
             if n.group_busy:
                 p.rejected.append({"route": n.route, "why": "its GPU is shared with an engine that is serving"})
                 continue
-            ev = plan_evictions(n, model, info.size_mb or need_mb, now)
-            if ev is None:
-                p.rejected.append({"route": n.route, "why": "no room: too big for the card, or every resident "
-                                                            "model has requests in flight"})
+        scored.append((STATE_RANK.get(state, 3), round(node_load(n, stale_s, now), 4), n.route, n, info))
+    scored.sort(key=lambda x: x[:3])
+    for rank, load, route, n, info in scored:
+        evict: Optional[list] = []
+        if rank >= STATE_RANK[SLEEPING] and (full or p.choice is None):
+            evict = plan_evictions(n, model, info.size_mb or need_mb, now)
+            if evict is None:
+                p.rejected.append({"route": route, "why": "no room: too big for the card, or every resident "
+                                                          "model has requests in flight"})
                 continue
-            evict = ev
-        score = (STATE_RANK.get(state, 3), round(node_load(n, stale_s, now), 4), len(evict), n.route)
-        scored.append((score, n.route, state, evict))
-    scored.sort()
-    p.candidates = [{"route": r, "state": s, "score": list(sc[:3]), "evict": ev} for sc, r, s, ev in scored]
-    if scored:
-        _, p.choice, p.state, p.evict = scored[0]
+        elif rank >= STATE_RANK[SLEEPING]:
+            evict = None          # not planned: a better candidate was chosen
+        p.candidates.append({"route": route, "state": info.state, "score": [rank, load], "evict": evict})
+        if p.choice is None:
+            p.choice, p.state, p.evict = route, info.state, evict or []
     return p
 
 
@@ -124,7 +128,8 @@ def format_placement(p: Placement) -> str:
     if p.evict:
         lines.append(f"evict:    {', '.join(p.evict)}")
     for c in p.candidates:
-        lines.append(f"  candidate {c['route']}: state={c['state']} score(state,load,evictions)={c['score']}")
+        ev = "" if not c["evict"] else f" evict={','.join(c['evict'])}"
+        lines.append(f"  candidate {c['route']}: state={c['state']} score(state,load)={c['score']}{ev}")
     for r in p.rejected:
         lines.append(f"  rejected  {r['route']}: {r['why']}")
     return "\n".join(lines)

@@ -111,11 +111,11 @@ class CatalogService:
         node = self.registry.nodes.get(owner)
         return node is not None and node.residency == "on_demand"
 
-    def place(self, model: str, allowed: Optional[frozenset] = None) -> Placement:
+    def place(self, model: str, allowed: Optional[frozenset] = None, full: bool = False) -> Placement:
         nodes = self.registry.live_nodes(model)
         for n in nodes:
             n.group_busy = self._group_busy(n.route)
-        return place(model, nodes, self.settings.stale_s, time.monotonic(), allowed=allowed)
+        return place(model, nodes, self.settings.stale_s, time.monotonic(), allowed=allowed, full=full)
 
     def _group_busy(self, route: str) -> bool:
         c = self.registry.catalog_cfg(route)
@@ -236,11 +236,12 @@ class CatalogService:
             raise ApiError(404, f"The model `{model}` does not exist", code="model_not_found", param="model")
         p = self.place(model)
         if route is not None:
+            p = self.place(model, full=True)
             keep = [c for c in p.candidates if c["route"] == route]
             if not keep:
                 why = [r["why"] for r in p.rejected if r["route"] == route] or ["not a catalogued route"]
                 raise ApiError(409, f"cannot load '{model}' on '{route}': {why[0]}", code="placement_refused")
-            p.choice, p.state, p.evict = route, keep[0]["state"], keep[0]["evict"]
+            p.choice, p.state, p.evict = route, keep[0]["state"], keep[0]["evict"] or []
         if p.choice is None:
             raise unavailable(model, p, self.settings.retry_after_s)
         return p

@@ -60,7 +60,7 @@ def test_placement_prefers_hot_then_least_loaded_and_explains_rejections():
 def test_big_model_goes_to_the_node_with_room():
     small = _node("small", {"big": (ON_DISK, 40000)}, vram_mb=24000)
     large = _node("large", {"big": (ON_DISK, 40000), "x": (HOT, 30000)}, vram_mb=80000)
-    p = place("big", [small, large], 5, 0.0)
+    p = place("big", [small, large], 5, 0.0, full=True)   # full: every candidate planned, as explain shows
     assert p.choice == "large" and p.evict == [] and p.rejected[0]["route"] == "small"
 
 
