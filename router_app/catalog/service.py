@@ -21,7 +21,7 @@ from .model import BUSY, DOWN, FAILED, HOT, LOADING, NODE_LOADING, NODE_SLEEPING
 from .placement import Placement, idle_evictions, place
 from .registry import Registry
 
-POLL_S = 0.05
+POLL_S = 0.01
 
 
 def unavailable(model: str, p: Placement, retry_after: int) -> ApiError:
