@@ -127,3 +127,27 @@ def test_sleeping_vllm_is_woken(engines, tmp_path, doubles):
         assert ("POST", "/wake_up", None) in v.calls and not v.sleeping
     finally:
         r.stop()
+
+
+def test_gpu_group_one_engine_resident_at_a_time(engines, tmp_path, doubles):
+    """Seed 000: llama-server shares the GPU with Ollama, only one runs at a time -> routes in one gpu_group: loading
+    on one unloads the other's models first."""
+    def mutate(cfg):
+        common = {"max_concurrency": 2, "terminal": True, "queue_timeout_s": 2, "first_byte_timeout_s": 5}
+        cfg["routes"]["ollama"] = {"url": doubles["ollama"].url + "/v1", "model": "llama3.2:3b", **common,
+                                   "catalog": {"engine": "ollama", "residency": "on_demand", "gpu_group": "card0"}}
+        cfg["routes"]["lms"] = {"url": doubles["lms"].url + "/v1", "model": "qwen/qwen3-4b", **common,
+                                "catalog": {"engine": "lmstudio", "residency": "on_demand", "gpu_group": "card0"}}
+        cfg["catalog"] = {"refresh_s": 0.2}
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(rig_config(engines, tmp_path, mutate), sort_keys=False))
+    r = RouterServer(str(path))
+    try:
+        c = httpx.Client(base_url=r.url, timeout=30)
+        assert _chat(c, "qwen3:8b").status_code == 200 and set(doubles["ollama"].running) == {"qwen3:8b"}
+        assert _chat(c, "google/gemma-3-12b").status_code == 200
+        assert doubles["ollama"].running == {} and list(doubles["lms"].instances.values()) == ["google/gemma-3-12b"]
+        assert _chat(c, "phi4:14b").status_code == 200
+        assert doubles["lms"].instances == {} and set(doubles["ollama"].running) == {"phi4:14b"}
+    finally:
+        r.stop()

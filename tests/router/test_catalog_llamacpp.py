@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import RouterServer, rig_config, wait_for
+from conftest import RouterServer, rig_config
 from engine import free_port
 
 REPO = Path(__file__).resolve().parents[2]
