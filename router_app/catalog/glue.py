@@ -1,5 +1,6 @@
 """The /v1 pipeline's catalog hooks (router_app/v1/pipeline.py calls these; nothing else in the hot path changes).
 
+    keyword_fallback(ctx)    the caller's key may have unknown names routed by the keyword policy (opt-in per app)
     decide(app, ctx, view)   a model name the catalog answers for -> a route-pinned Decision on the placed node,
                              or a 503 (installed, but no live node); None: the policy decides as before
     prepare(app, ctx)        before dispatch: loads the model when it is not hot (single flight, bounded wait)
@@ -26,6 +27,12 @@ def decide(app, ctx, view):
     ctx.catalog = p
     return Decision(bucket="catalog", route=p.choice, reason="catalog_hot" if p.state == HOT else "catalog_load",
                     pin="route", has_image=view.has_image, est_tokens=view.est_tokens, fallback=[], spill=None)
+
+
+def keyword_fallback(ctx) -> bool:
+    """The caller's key is one whose unknown model names the keyword policy routes (catalog.route_unknown_models_apps)."""
+    apps = ctx.rt.config.catalog.route_unknown_models_apps
+    return bool(apps) and ctx.principal is not None and getattr(ctx.principal, "app", None) in apps
 
 
 async def prepare(app, ctx) -> None:

@@ -49,3 +49,6 @@ class CatalogSettings(_Strict):
     stale_s: float = Field(15.0, gt=0)        # engine figures older than this are ignored (own in-flight count)
     wait_s: float = Field(60.0, gt=0)         # the longest a request waits for a load
     retry_after_s: int = Field(30, ge=1)      # Retry-After on the 503 for an installed model with no live node
+    # apps (API key names) whose unknown model names go to the keyword policy instead of a 404; the global switch
+    # is route_unknown_models
+    route_unknown_models_apps: list[str] = Field(default_factory=list)

@@ -167,7 +167,13 @@ class Pipeline:
         else:
             view = (view_from_chat if ctx.endpoint == "chat" else view_from_completion)(
                 body, ctx.route_hdr, ctx.bucket_hdr)
-            d = catalog_glue.decide(self.app, ctx, view) or decide(rt.policy, view, rt.drained, ctx.allowed)
+            try:
+                d = catalog_glue.decide(self.app, ctx, view) or decide(rt.policy, view, rt.drained, ctx.allowed)
+            except ApiError as err:       # issue 14: per-key opt-in to keyword routing of unknown model names
+                if err.code != "model_not_found" or not catalog_glue.keyword_fallback(ctx):
+                    raise
+                view.model = None
+                d = decide(rt.policy, view, rt.drained, ctx.allowed)
         ctx.decision = d
         ctx.route, ctx.bucket, ctx.reason = d.route, d.bucket, d.reason
         if d.pin == "route":
