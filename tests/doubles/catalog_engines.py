@@ -141,6 +141,7 @@ class LmStudioDouble(_Double):
     def __init__(self, installed: dict):
         self.installed = dict(installed)     # key -> size in bytes
         self.instances: dict = {}            # instance id -> key
+        self.fail_load = None                # a message: the next loads fail (e.g. not enough memory)
         super().__init__()
 
     def routes(self, app):
@@ -168,6 +169,8 @@ class LmStudioDouble(_Double):
         if key not in self.installed:
             return web.json_response({"error": {"message": f"model '{key}' not found"}}, status=404)
         await asyncio.sleep(self.load_delay_s)
+        if self.fail_load:
+            return web.json_response({"error": {"message": self.fail_load}}, status=500)
         n = sum(1 for kk in self.instances.values() if kk == key)
         iid = key if n == 0 else f"{key}:{n + 1}"
         self.instances[iid] = key

@@ -151,3 +151,27 @@ def test_gpu_group_one_engine_resident_at_a_time(engines, tmp_path, doubles):
         assert doubles["lms"].instances == {} and set(doubles["ollama"].running) == {"phi4:14b"}
     finally:
         r.stop()
+
+
+def test_idle_ttl_unloads_and_a_failed_load_is_a_503(engines, tmp_path, doubles):
+    def mutate(cfg):
+        common = {"max_concurrency": 2, "terminal": True, "queue_timeout_s": 2, "first_byte_timeout_s": 5}
+        cfg["routes"]["ollama"] = {"url": doubles["ollama"].url + "/v1", "model": "llama3.2:3b", **common,
+                                   "catalog": {"engine": "ollama", "residency": "on_demand", "idle_ttl_s": 0.3}}
+        cfg["routes"]["lms"] = {"url": doubles["lms"].url + "/v1", "model": "qwen/qwen3-4b", **common,
+                                "catalog": {"engine": "lmstudio", "residency": "on_demand"}}
+        cfg["catalog"] = {"refresh_s": 0.2, "retry_after_s": 9}
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(rig_config(engines, tmp_path, mutate), sort_keys=False))
+    r = RouterServer(str(path))
+    try:
+        c = httpx.Client(base_url=r.url, timeout=30)
+        assert _chat(c, "qwen3:8b").status_code == 200 and "qwen3:8b" in doubles["ollama"].running
+        wait_for(lambda: doubles["ollama"].running == {}, timeout=5, what="idle model unloaded")
+        doubles["lms"].fail_load = "not enough memory to load the model"
+        resp = _chat(c, "google/gemma-3-12b")
+        assert resp.status_code == 503 and resp.json()["error"]["code"] == "model_load_failed"
+        assert resp.headers["retry-after"] == "9" and resp.headers["x-should-retry"] == "false"
+        assert "not enough memory" in resp.json()["error"]["message"]
+    finally:
+        r.stop()
