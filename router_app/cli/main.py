@@ -88,6 +88,12 @@ def _parse_headers(items) -> dict:
 
 def cmd_explain(args) -> int:
     from ..decision.policy import Policy, decide, format_explain, view_from_chat, view_from_completion
+    if args.router:       # issue 14: the live placement of a catalogued model (router_app/catalog/cli.py)
+        from ..catalog.cli import explain_placement
+        if not args.model:
+            print("--router needs --model", file=sys.stderr)
+            return 2
+        return explain_placement(args.router, args.model, args.admin_key_env, args.json)
     try:
         cfg = load_config(args.config)
     except ConfigInvalid as exc:
@@ -160,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="show the routing decision for a request without contacting any upstream")
     e.add_argument("--config", required=True)
+    e.add_argument("--router", metavar="URL", help="ask a running router where --model would be placed, and why")
+    e.add_argument("--admin-key-env", default="HOMELAB_ROUTER_ADMIN_KEY", help="env var holding the admin key")
     e.add_argument("--model")
     e.add_argument("--header", action="append", metavar="K=V", help="e.g. X-Homelab-Route=brain")
     e.add_argument("--metadata-bucket")

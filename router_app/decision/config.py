@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..access.config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Cors, Price, Structured
 from ..cloud import privacy as cloud_privacy
 from ..cloud.settings import CloudOptions, Provider, RouteKind
+from ..catalog.settings import CatalogSettings, RouteCatalog
 from .yamlload import load_yaml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -83,6 +84,8 @@ class Route(_Strict):
     kind: RouteKind = "local"
     provider: Optional[Provider] = None
     cloud: Optional[CloudOptions] = None
+    # issue 14: the engine's models are catalogued (router_app/catalog); None: not catalogued, as before
+    catalog: Optional[RouteCatalog] = None
 
     @field_validator("url")
     @classmethod
@@ -161,6 +164,7 @@ class RouterConfig(BaseModel):
     health: Health = Field(default_factory=Health)
     route_unknown_models: bool = False   # true: unknown model names go to the classifier instead of a 404
     cors: Cors = Field(default_factory=Cors)   # browser origins allowed on /v1/* (router_app/v1/cors.py)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)   # router_app/catalog/settings.py
 
     # access control: keys, budgets, audit, prices, structured outputs (router_app/README-access.md)
     auth: AuthMode = "auto"

@@ -128,7 +128,22 @@ def _route_from_engine(host_vars: Mapping[str, Any], engine: Mapping[str, Any]) 
             out[key] = engine[key]
     su = engine.get("stream_usage")
     out["stream_usage"] = su if su is not None else engine.get("runtime") in _STREAM_USAGE_RUNTIMES
+    cat = _catalog_of(engine)
+    if cat is not None:
+        out["catalog"] = cat
     return out
+
+
+def _catalog_of(engine: Mapping[str, Any]) -> Optional[dict]:
+    """Issue 14: the route's catalog block. A llama_server engine in router mode (args.models_max) is catalogued on
+    demand with its models_max as the resident limit; an engine's own `catalog` mapping wins."""
+    own = engine.get("catalog")
+    if own is not None:
+        return _plain(own)
+    args = engine.get("args")
+    if engine.get("runtime") == "llama_server" and isinstance(args, Mapping) and args.get("models_max") is not None:
+        return {"engine": "llamacpp_router", "residency": "on_demand", "max_resident": args.get("models_max")}
+    return None
 
 
 def compile_router_config(

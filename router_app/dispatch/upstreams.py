@@ -19,7 +19,8 @@ class RouteState:
 
     __slots__ = ("name", "cfg", "max_concurrency", "max_queue", "queue_timeout_s", "in_flight", "_waiters",
                  "healthy", "drained", "last_error", "last_error_at", "last_ok_at", "base_url", "health_url",
-                 "models_url", "headers", "timeout", "consecutive_failures", "requests_total", "hooks", "cloud_until")
+                 "models_url", "headers", "timeout", "consecutive_failures", "requests_total", "hooks", "cloud_until",
+                 "engine_busy")
 
     def __init__(self, name: str, cfg: Route):
         self.name = name
@@ -33,6 +34,7 @@ class RouteState:
         self.consecutive_failures = 0
         self.requests_total = 0
         self.cloud_until = 0.0       # a cloud route that failed is not tried again before this time (issue 18)
+        self.engine_busy = False     # issue 14: the engine's own queue is over busy_waiting (router_app/catalog)
         self.apply(cfg)
 
     def apply(self, cfg: Route) -> None:
@@ -63,7 +65,7 @@ class RouteState:
         return len(self._waiters)
 
     def try_acquire(self) -> bool:
-        if self.in_flight < self.max_concurrency and not self._waiters:
+        if self.in_flight < self.max_concurrency and not self._waiters and not self.engine_busy:
             self.in_flight += 1
             return True
         return False

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from ..cloud import spend as cloud_spend
+from ..catalog.admin import catalog_router, render_metrics as catalog_metrics
 from ..errors import ApiError
 from .auth import check_admin, check_observer
 
@@ -235,6 +236,9 @@ def build_ops_app(router: OpsHost) -> FastAPI:
         if extra:
             text += extra()
         text += cloud_spend.of(router).render()                  # issue 18: cloud spend, saved vs cloud
+        cat = getattr(router, "catalog", None)      # issue 14: engine queue depth and state per route
+        if cat is not None and cat.active:
+            text += catalog_metrics(cat)
         return Response(text.encode(), media_type=PROM_CONTENT_TYPE)
 
     @app.get("/stats", tags=["observability"], summary="Counters as JSON, route state, config generation",
@@ -250,8 +254,12 @@ def build_ops_app(router: OpsHost) -> FastAPI:
              response_model=Upstreams, dependencies=admin, responses=ADMIN_ERRORS)
     async def upstreams():
         rt = router.runtime
-        return OrjsonResponse({"routes": {n: s.snapshot() for n, s in rt.states.items()},
-                               "config_generation": rt.generation})
+        routes = {n: s.snapshot() for n, s in rt.states.items()}
+        cat = getattr(router, "catalog", None)      # issue 14: the engine's own state (busy/loading/sleeping/down)
+        for n, info in (cat.upstreams() if cat is not None else {}).items():
+            if n in routes:
+                routes[n]["engine"] = info
+        return OrjsonResponse({"routes": routes, "config_generation": rt.generation})
 
     drain_errors = {**ADMIN_ERRORS, 404: {"model": ErrorBody, "description": "No route of that name"}}
 
@@ -289,4 +297,6 @@ def build_ops_app(router: OpsHost) -> FastAPI:
         st = getattr(router.access, "status", None)
         return OrjsonResponse({"access": st() if st else {"auth": "off"}, "keys": rep() if rep else []})
 
+    if hasattr(router, "catalog"):
+        app.include_router(catalog_router(router, admin, ADMIN_ERRORS))
     return app

@@ -42,6 +42,10 @@ def account(app, ctx: Ctx, access) -> None:
         rec["error_code"] = ctx.error_code
     if d is not None and d.cloud:
         rec["cloud"] = d.cloud       # issue 18: which cloud routes this request could reach, and why
+    if ctx.catalog is not None:     # issue 14: the placement behind a catalog decision
+        p = ctx.catalog
+        rec["placement"] = {"model": p.model, "choice": p.choice, "state": p.state, "evict": p.evict,
+                            "candidates": [c["route"] for c in p.candidates], "rejected": p.rejected}
     app.logs.decisions.write(rec)
     if ctx.route != "none" and (status < 400 or ctx.cloud_hold):   # cloud spend / saved vs cloud (issue 18)
         cloud_spend.of(app).settle(getattr(ctx.principal, "app", None) or "-", ctx.route, u, ctx.cloud_hold)

@@ -21,6 +21,7 @@ from typing import Optional
 from ..access.config import resolve_store_path, settings_from
 from ..access.controller import build as build_access_control
 from ..access.protocol import AccessControl
+from ..catalog.service import CatalogService
 from ..decision.config import ConfigInvalid, RouterConfig, load_config
 from ..decision.policy import Policy
 from ..dispatch import drains
@@ -69,6 +70,7 @@ class RouterApp:
         self.body_timeout_s = _body.BODY_TIMEOUT_S
         self.started = False
         self.pipeline = Pipeline(self)
+        self.catalog = CatalogService(self)     # issue 14: engines' models, residency, placement
         self.v1_post = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
                         "/v1/embeddings": "embeddings", "/v1/responses": "responses"}
         self.ops = build_ops_app(self)     # everything outside /v1/
@@ -90,6 +92,7 @@ class RouterApp:
         self._reload_lock = asyncio.Lock()
         self.health = HealthChecker(lambda: self.runtime, self.session, self._health_changed)
         self.health.start()
+        await self.catalog.start()
         self._flush_task = asyncio.get_running_loop().create_task(self._flusher())
         try:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -100,6 +103,7 @@ class RouterApp:
                                 "routes": list(self.runtime.states), "drained": sorted(self.runtime.drained)})
 
     async def shutdown(self) -> None:
+        await self.catalog.stop()
         if self.health:
             await self.health.stop()
         if self._flush_task:
@@ -148,6 +152,7 @@ class RouterApp:
             # one assignment each: requests already running keep the runtime object they started with
             self.runtime = rt
             self.access = new_access
+            self.catalog.registry.sync_config()
             self.metrics.reloads.inc(("ok",))
             self.logs.events.write({"ts": now_iso(), "event": "reload", "generation": rt.generation,
                                     "routes": list(rt.states)})

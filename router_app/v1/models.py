@@ -10,7 +10,7 @@ from .ctx import route_headers
 from .errors import send_error, send_json
 
 
-def model_list(policy, allowed, created: int) -> list:
+def model_list(policy, allowed, created: int, catalog=None) -> list:
     data, seen = [], set()
 
     def add(mid, owned, **extra):
@@ -26,6 +26,17 @@ def model_list(policy, allowed, created: int) -> list:
         for a in r.aliases:
             add(a, "homelab-router", homelab={"kind": "alias", "route": name})
         add(r.model, name, homelab={"kind": "route_model", "route": name, "vision": r.vision})
+    if catalog is not None:       # issue 14: every model the engines have, from the registry (no engine call)
+        for m in catalog.models():
+            routes = {r: s for r, s in m["routes"].items() if allowed is None or r in allowed}
+            if not routes:
+                continue
+            if m["id"] in seen:     # a route's own model id: its entry also says where it is and in what state
+                for e in data:
+                    if e["id"] == m["id"]:
+                        e["homelab"]["states"] = routes
+            else:
+                add(m["id"], next(iter(routes)), homelab={"kind": "catalog", "states": routes})
     return data
 
 
@@ -37,7 +48,7 @@ async def serve_models(pipeline, scope, send, one: Optional[str] = None) -> None
     except ApiError as err:
         ctx.stop_clock()
         return await send_error(send, err, route_headers(ctx))
-    data = model_list(app.runtime.policy, ctx.allowed, int(app.metrics.started))
+    data = model_list(app.runtime.policy, ctx.allowed, int(app.metrics.started), getattr(app, "catalog", None))
     ctx.stop_clock()
     if one is None:
         return await send_json(send, 200, {"object": "list", "data": data}, route_headers(ctx))

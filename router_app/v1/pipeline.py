@@ -27,6 +27,7 @@ import orjson
 
 from ..access import glue as access_glue
 from ..cloud import spend as cloud_spend
+from ..catalog import glue as catalog_glue
 from ..decision.embeddings import decide_embeddings
 from ..decision.policy import decide, view_from_chat, view_from_completion
 from ..dispatch.forward import Outcome, forward
@@ -128,13 +129,17 @@ class Pipeline:
         ctx.body = body
         self.decide(ctx)
         self.admit(ctx)
-        out = await self.dispatch(ctx)
         try:
-            if out.resp is None:
-                out = await self.complete(ctx, out)
-            await respond(ctx, out, send)
+            out = await self.dispatch(ctx)
+            try:
+                if out.resp is None:
+                    out = await self.complete(ctx, out)
+                await respond(ctx, out, send)
+            finally:
+                out.close()
         finally:
-            out.close()
+            if ctx.catalog is not None:
+                catalog_glue.finish(self.app, ctx)
 
     # ================================================================================= the steps
     def begin(self, scope, endpoint: str) -> Ctx:
@@ -163,7 +168,13 @@ class Pipeline:
         else:
             view = (view_from_chat if ctx.endpoint == "chat" else view_from_completion)(
                 body, ctx.route_hdr, ctx.bucket_hdr)
-            d = decide(rt.policy, view, rt.drained, ctx.allowed)
+            try:
+                d = catalog_glue.decide(self.app, ctx, view) or decide(rt.policy, view, rt.drained, ctx.allowed)
+            except ApiError as err:       # issue 14: per-key opt-in to keyword routing of unknown model names
+                if err.code != "model_not_found" or not catalog_glue.keyword_fallback(ctx):
+                    raise
+                view.model = None
+                d = decide(rt.policy, view, rt.drained, ctx.allowed)
         ctx.decision = d
         ctx.route, ctx.bucket, ctx.reason = d.route, d.bucket, d.reason
         if d.pin == "route":
@@ -182,9 +193,11 @@ class Pipeline:
     async def dispatch(self, ctx: Ctx) -> Outcome:
         ctx.stream = ctx.endpoint != "embeddings" and ctx.body.get("stream") is True
         app = self.app
+        if ctx.catalog is not None:       # issue 14: load on demand (single flight) before the engine sees it
+            await catalog_glue.prepare(app, ctx)
         out = await forward(ctx.rt, app.session, app.metrics, app.logs, ctx.decision, PATHS[ctx.endpoint],
                             self._body_builder(ctx, ctx.endpoint, ctx.stream), ctx.stream, ctx.allowed,
-                            ctx.req_id, fallback=ctx.endpoint != "embeddings", timing=ctx)
+                            ctx.req_id, fallback=ctx.endpoint != "embeddings" and ctx.catalog is None, timing=ctx)
         ctx.route, ctx.reason, ctx.hops = out.route, out.reason, out.hops
         return out
 
@@ -232,7 +245,9 @@ class Pipeline:
 
         def build(st) -> bytes:
             r = st.cfg
-            if endpoint == "embeddings":
+            if ctx.catalog is not None:
+                body["model"] = ctx.catalog.model
+            elif endpoint == "embeddings":
                 body["model"] = r.embeddings_model or r.model
             else:
                 body["model"] = r.model

@@ -144,3 +144,17 @@ def test_issue11_site_vars_compile_and_map_back(model):
                       ({"cors_allow_origins": ["chat.example"]}, "router_cors_allow_origins")):
         mapped = ri.validate_router_config(_compile(model, **kw), owners, "ai-gateway")
         assert [(h, f) for h, f, _ in mapped] == [("ai-gateway", field)]
+
+
+def test_router_mode_engine_is_catalogued_on_demand(model):
+    """Issue 14: a llama_server engine in router mode (args.models_max) compiles to a catalogued on-demand route."""
+    eng = model["hostvars"]["ubuntu-6000"]["engines"][0]
+    eng["runtime"] = "llama_server"
+    eng["args"] = {"models_max": 2}
+    cfg = _compile(model)
+    assert cfg["routes"][eng["route"]]["catalog"] == {"engine": "llamacpp_router", "residency": "on_demand",
+                                                      "max_resident": 2}
+    assert "catalog" not in cfg["routes"]["brain"]
+    assert validate_dict(cfg) == []
+    eng["catalog"] = {"engine": "vllm", "residency": "elsewhere"}
+    assert any("catalog" in e.path for e in validate_dict(_compile(model)))

@@ -125,3 +125,23 @@ def test_example_inventory_engines_render():
                 assert lms.lmstudio_load_argv(e, "lms")[2] == e["model"]
         assert len(wd.gpu_watchdog_targets(engines, addr)) >= 1
     assert "vllm" in runtimes
+
+
+def test_llama_server_router_mode_from_the_inventory():
+    """Issue 14: args.models_max switches an engine to router mode (its own models dir, no -m/--alias); entries
+    without it render exactly as before."""
+    eng = {"route": "small", "model": "tiny-alpha.gguf", "served_name": "tiny-alpha", "port": 8090, "context": 512,
+           "max_concurrency": 2, "args": {"models_max": 2, "sleep_idle_seconds": 300}}
+    assert llama.llama_server_router_mode(eng) and not llama.llama_server_router_mode({"args": {}})
+    s = " ".join(llama.llama_server_argv(eng, "ls", "127.0.0.1", "/models"))
+    for part in ("--models-dir /models/small", "--models-max 2", "--no-models-autoload", "--sleep-idle-seconds 300",
+                 "--port 8090", "--parallel 2", "-c 512"):
+        assert part in s
+    assert " -m " not in s and "--alias" not in s
+    assert llama.llama_server_model_file(eng, "/models") == "/models/small/tiny-alpha.gguf"
+    eng["args"] = {"models_max": 0, "models_autoload": True}
+    assert "--no-models-autoload" not in " ".join(llama.llama_server_argv(eng, "ls", "127.0.0.1", "/models"))
+    with pytest.raises(Exception, match="models_max must be an integer"):
+        llama.llama_server_argv({**eng, "args": {"models_max": "two"}}, "ls", "127.0.0.1", "/models")
+    plain = {"route": "x", "model": "m.gguf", "port": 1}
+    assert llama.llama_server_model_file(plain, "/models") == "/models/m.gguf"

@@ -7,7 +7,10 @@ from router_app.ops import app as ops
 
 OPS_PATHS = {"/healthz": "get", "/metrics": "get", "/stats": "get", "/admin/upstreams": "get",
              "/admin/drain/{route}": "post", "/admin/undrain/{route}": "post", "/admin/reload-config": "post",
-             "/admin/keys": "get"}
+             "/admin/keys": "get",
+             # issue 14: the model catalog (router_app/catalog/admin.py)
+             "/admin/catalog": "get", "/admin/placement/{model}": "get", "/admin/models/load": "post",
+             "/admin/models/unload": "post"}
 
 
 def test_openapi_describes_the_ops_surface_only(client):
