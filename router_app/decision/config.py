@@ -15,6 +15,7 @@ from typing import Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..access.config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Cors, Price, Structured
+from ..hub.config import HubSettings
 from .yamlload import load_yaml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -159,6 +160,8 @@ class RouterConfig(BaseModel):
     ledger_keep_days: Optional[int] = Field(400, ge=62)
     prices: dict[str, Price] = Field(default_factory=dict)
     structured: Structured = Field(default_factory=Structured)
+    # control plane: node registry, command queue, events (router_app/hub, router_app/README.md "The hub")
+    hub: HubSettings = Field(default_factory=HubSettings)
 
     # set by load_config (not part of the file)
     source_path: Optional[str] = Field(default=None, exclude=True)
@@ -300,6 +303,11 @@ def _semantic_errors(cfg: RouterConfig) -> list[ConfigError]:
     for i, b in enumerate(cfg.structured.fail_closed_buckets):
         if b not in buckets and "fail_closed_buckets" in cfg.structured.model_fields_set:   # not the default
             add(f"structured.fail_closed_buckets[{i}]", f"unknown bucket '{b}'")
+
+    for node, agent in cfg.hub.agents.items():
+        for i, r in enumerate(agent.routes):
+            if r not in routes:
+                add(f"hub.agents.{node}.routes[{i}]", f"unknown route '{r}'")
 
     if not any(r.terminal for r in routes.values()) and routes:
         add("routes", "no terminal route: mark the bottom of the fallback chain with terminal: true")

@@ -27,6 +27,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from ..errors import ApiError
+from ..hub import api as hub_api
+from ..hub import metrics as hub_metrics
 from .auth import check_admin, check_observer
 
 PROM_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -233,6 +235,8 @@ def build_ops_app(router: OpsHost) -> FastAPI:
         extra = getattr(router.access, "render_metrics", None)   # per-app series (labels app, route)
         if extra:
             text += extra()
+        if getattr(router, "hub", None) is not None:    # nodes and commands (router_app/hub)
+            text += hub_metrics.render(router.hub)
         return Response(text.encode(), media_type=PROM_CONTENT_TYPE)
 
     @app.get("/stats", tags=["observability"], summary="Counters as JSON, route state, config generation",
@@ -286,4 +290,6 @@ def build_ops_app(router: OpsHost) -> FastAPI:
         st = getattr(router.access, "status", None)
         return OrjsonResponse({"access": st() if st else {"auth": "off"}, "keys": rep() if rep else []})
 
+    app.include_router(hub_api.build_admin_router(router, admin))     # /admin/nodes, commands, recover-cuda, events
+    app.include_router(hub_api.build_agent_router(router))            # /hub/agent/*: node token auth
     return app

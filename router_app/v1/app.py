@@ -27,6 +27,7 @@ from ..dispatch import drains
 from ..dispatch.forward import Runtime
 from ..dispatch.upstreams import HealthChecker, build_states, new_session
 from ..errors import ApiError
+from ..hub.service import Hub, default_store_path
 from ..ops.app import build_ops_app
 from ..ops.telemetry import Logs, Metrics, now_iso
 from . import body as _body
@@ -69,6 +70,11 @@ class RouterApp:
         self.body_timeout_s = _body.BODY_TIMEOUT_S
         self.started = False
         self.pipeline = Pipeline(self)
+        self.hub: Optional[Hub] = None      # the control plane (router_app/hub), when hub.enabled
+        if cfg.hub.enabled:
+            self.hub = Hub(cfg.hub, cfg.hub.store_path or default_store_path(resolve_store_path(settings_from(cfg), cfg)),
+                           host=self)
+            self.hub.tap(self.logs)
         self.v1_post = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
                         "/v1/embeddings": "embeddings", "/v1/responses": "responses"}
         self.ops = build_ops_app(self)     # everything outside /v1/
@@ -95,11 +101,15 @@ class RouterApp:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
         except (NotImplementedError, RuntimeError, ValueError):
             pass   # not the main thread (tests) or no signals on this platform
+        if self.hub:
+            await self.hub.start()
         self.started = True
         self.logs.events.write({"ts": now_iso(), "event": "start", "config": self.config_path,
                                 "routes": list(self.runtime.states), "drained": sorted(self.runtime.drained)})
 
     async def shutdown(self) -> None:
+        if self.hub:
+            await self.hub.stop()
         if self.health:
             await self.health.stop()
         if self._flush_task:
@@ -145,6 +155,9 @@ class RouterApp:
                 upd(cfg)
             new_access = self.access if (self._fixed_access or upd) else build_access(cfg)
             self.logs.reconfigure(cfg.log_dir, cfg.logs.max_bytes, cfg.logs.backups)
+            if self.hub:    # agents and timings follow the file; turning the hub on or off takes a restart
+                self.hub.update(cfg.hub)
+                self.hub.tap(self.logs)
             # one assignment each: requests already running keep the runtime object they started with
             self.runtime = rt
             self.access = new_access
