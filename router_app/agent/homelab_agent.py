@@ -10,7 +10,8 @@ so it deploys as this one file on any Linux node (roles/homelab_agent) without t
   `ansible-runner run` (argv, never a shell), with the node's fixed variables and the command's validated arguments
   as extra vars; artifacts are rotated. The result (rc, status, failed tasks, last event lines) goes to
   /hub/agent/result.
-* At most once: a command id is written to the state file (fsync) before it starts; an id seen before is never run
+* At most once: the agent acknowledges each command it takes (/hub/agent/ack); the hub hands an unacknowledged
+  one out again, which is safe because a command id is written to the state file (fsync) before it starts; an id seen before is never run
   again (after a crash mid-run the hub marks it `lost` at expiry, never re-sent). Results not yet accepted are kept in the
   state file and re-sent until the hub takes them.
 * Hub down: exponential backoff with jitter (cap 60 s); on reconnect the next heartbeat resyncs everything.
@@ -310,10 +311,15 @@ class Agent:
         for c in commands or []:
             if not isinstance(c, dict) or not isinstance(c.get("id"), str):
                 continue
-            if not self.state.claim(c["id"]):
-                log(f"command {c['id']} already seen: not run again")
-                continue
-            self.work.put(c)
+            fresh = self.state.claim(c["id"])
+            try:
+                self.hub.post("/hub/agent/ack", {"id": c["id"]}, timeout=10)
+            except (OSError, urllib.error.URLError, ValueError):
+                pass       # unacknowledged: the hub hands it out again, and the claim above stops a second run
+            if fresh:
+                self.work.put(c)
+            else:
+                log(f"command {c['id']} already taken here: acknowledged, not run again")
 
     def _worker(self) -> None:
         while True:

@@ -2,7 +2,7 @@
 
 * /admin/nodes, /admin/commands[/{id}], /admin/command-kinds, /admin/recover-cuda, /admin/events,
   /admin/proxmox/guests: the admin key (router_app/ops/auth.py), like every /admin/* endpoint.
-* /hub/agent/heartbeat, /hub/agent/poll, /hub/agent/result: a node agent, `Authorization: Bearer <node token>`
+* /hub/agent/heartbeat, /hub/agent/poll, /hub/agent/ack, /hub/agent/result: a node agent, `Authorization: Bearer <node token>`
   with the node's name in the body; the token is checked against the sha256 in `hub.agents.<node>`.
 Errors are OpenAI-shaped (ApiError), like the rest of the router.
 """
@@ -166,7 +166,15 @@ def build_agent_router(host) -> APIRouter:
         wait = b.get("wait_s", hub.settings.long_poll_s)
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
             raise ApiError(400, "wait_s must be a number >= 0", code="invalid_wait", param="wait_s")
-        return _Json({"commands": await hub.poll(node, float(wait))})
+        return _Json({"commands": await hub.poll(node, float(wait), request.is_disconnected)})
+
+    @r.post("/hub/agent/ack", summary="Agent took a command (recorded its id, about to run it)")
+    async def ack(request: Request):
+        hub, node, b = await auth(request)
+        try:
+            return _Json(hub.ack(node, b.get("id")))
+        except HubError as exc:
+            raise _api_error(exc) from None
 
     @r.post("/hub/agent/result", summary="Agent reports a command's outcome (once)")
     async def result(request: Request):

@@ -37,6 +37,7 @@ class ProxmoxView(_Strict):
     token_name: str
     token_value_env: str           # env var holding the API token secret (never in the file)
     verify_ssl: bool = True
+    ca_file: Optional[str] = None  # a private CA for the PVE certificate (verify against it instead of the system store)
     timeout_s: float = Field(5.0, gt=0)
 
 

@@ -26,7 +26,8 @@ def guests(settings) -> dict:
                        code="proxmox_client_missing") from None
     try:
         api = ProxmoxAPI(settings.host, port=settings.port, user=settings.user, token_name=settings.token_name,
-                         token_value=secret, verify_ssl=settings.verify_ssl, timeout=settings.timeout_s)
+                         token_value=secret, verify_ssl=settings.ca_file or settings.verify_ssl,
+                         timeout=settings.timeout_s)
         rows = api.cluster.resources.get(type="vm")
     except Exception as exc:
         raise ApiError(502, f"Proxmox API at {settings.host}:{settings.port}: {type(exc).__name__}: {exc}",

@@ -21,6 +21,7 @@ from .registry import Registry
 from .store import HubStore
 
 FINAL = ("succeeded", "failed", "refused")
+ACK_TIMEOUT_S = 10.0     # a delivered command the agent did not acknowledge in this time is handed out again
 
 
 class HubError(Exception):
@@ -101,6 +102,12 @@ class Hub:
         now = time.time() if now is None else now
         for name in self.registry.find_stale(now):
             self.event("node_stale", node=name, data={"silent_s": round(now - self.registry.nodes[name]["last_seen"], 1)})
+        for cid, node, kind in self.store.requeue_unacked(now, ACK_TIMEOUT_S):
+            self.event("command_requeued", node=node, data={"command": cid, "command_kind": kind,
+                                                             "detail": "delivered but not acknowledged"})
+            ev = self._wake.get(node)
+            if ev is not None:
+                ev.set()
         for cid, node, kind, st in self.store.expire(now):
             self.event("command_expired" if st == "queued" else "command_lost", node=node,
                        data={"command": cid, "command_kind": kind,
@@ -153,8 +160,19 @@ class Hub:
         del self.delivery_latency[:-1000]
         return [{"id": c["id"], "kind": c["kind"], "args": c["args"], "expires_at": c["expires_at"]} for c in out]
 
-    async def poll(self, node: str, wait_s: float) -> list:
-        """Long-poll: answers at once when commands wait, else when one is queued or wait_s passes."""
+    def ack(self, node: str, cid: Any) -> dict:
+        if not isinstance(cid, str):
+            raise HubError(400, "id must be a string", "invalid_id", "id")
+        if self.store.ack(cid, node, time.time()):
+            return {"id": cid, "status": "running"}
+        known = self.store.get_command(cid)
+        if known is None or known["node"] != node:
+            raise HubError(404, f"no command {cid} for node {node}", "unknown_command", "id")
+        return {"id": cid, "status": known["status"]}
+
+    async def poll(self, node: str, wait_s: float, gone=None) -> list:
+        """Long-poll: answers at once when commands wait, else when one is queued or wait_s passes. `gone` (an async
+        callable) says whether the agent hung up meanwhile: then nothing is taken for a reply nobody reads."""
         got = self.take(node)
         if got:
             return got
@@ -163,6 +181,8 @@ class Hub:
         try:
             await asyncio.wait_for(ev.wait(), timeout=max(0.0, min(wait_s, self.settings.long_poll_s)))
         except asyncio.TimeoutError:
+            return []
+        if gone is not None and await gone():
             return []
         return self.take(node)
 
@@ -173,7 +193,7 @@ class Hub:
             raise HubError(400, "id must be a string", "invalid_id", "id")
         if not isinstance(result, dict):
             result = {"detail": str(result)}
-        cmd = self.store.finish(cid, status, result, time.time(), from_status=("delivered",), node=node)
+        cmd = self.store.finish(cid, status, result, time.time(), from_status=("delivered", "running"), node=node)
         if cmd is None:
             known = self.store.get_command(cid)
             if known is None or known["node"] != node:

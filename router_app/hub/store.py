@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
 """
 
-OPEN = ("queued", "delivered")
+OPEN = ("queued", "delivered", "running")
 CMD_COLS = ("id", "kind", "node", "args", "status", "requested_by", "created_at", "expires_at", "delivered_at",
             "finished_at", "result", "detail")
 
@@ -149,11 +149,29 @@ class HubStore:
             return None
         return self.get_command(cid)
 
-    def expire(self, now: float) -> list:
-        """Queued commands past expiry -> expired; delivered ones past expiry with no result -> lost. Never re-sent."""
+    def ack(self, cid: str, node: str, now: float) -> bool:
+        """The agent took the command (and recorded its id before running it): delivered -> running."""
+        return bool(self._tx(lambda db: db.execute(
+            "UPDATE commands SET status='running', detail=NULL WHERE id=? AND node=? AND status='delivered'",
+            (cid, node)).rowcount))
+
+    def requeue_unacked(self, now: float, ack_timeout_s: float) -> list:
+        """Delivered but never acknowledged (the reply was lost): queued again. Safe: the agent records every id it
+        starts and never runs one twice, it only acknowledges it again."""
         def tx(db):
-            rows = db.execute("SELECT id, node, kind, status FROM commands WHERE status IN ('queued','delivered') "
-                              "AND expires_at <= ?", (now,)).fetchall()
+            rows = db.execute("SELECT id, node, kind FROM commands WHERE status='delivered' AND delivered_at <= ? "
+                              "AND expires_at > ?", (now - ack_timeout_s, now)).fetchall()
+            for cid, _n, _k in rows:
+                db.execute("UPDATE commands SET status='queued', detail='redelivery: no acknowledgement from the "
+                           "agent' WHERE id=? AND status='delivered'", (cid,))
+            return rows
+        return self._tx(tx)
+
+    def expire(self, now: float) -> list:
+        """Queued commands past expiry -> expired; taken ones past expiry with no result -> lost. Never re-sent."""
+        def tx(db):
+            rows = db.execute("SELECT id, node, kind, status FROM commands WHERE status IN "
+                              "('queued','delivered','running') AND expires_at <= ?", (now,)).fetchall()
             for cid, _n, _k, st in rows:
                 db.execute("UPDATE commands SET status=?, finished_at=? WHERE id=? AND status=?",
                            ("expired" if st == "queued" else "lost", now, cid, st))
