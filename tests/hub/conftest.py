@@ -39,7 +39,8 @@ def env() -> dict:
 
 
 class Rig:
-    def __init__(self, tmp: pathlib.Path, stale_after_s: float = 3.0):
+    def __init__(self, tmp: pathlib.Path, stale_after_s: float = 3.0, mutate=None, extra_env=None):
+        self.extra_env = dict(extra_env or {})
         self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -54,6 +55,8 @@ class Rig:
         cfg["hub"] = {"enabled": True, "heartbeat_interval_s": 1, "stale_after_s": stale_after_s,
                       "agents": {n: {"token_sha256": hashlib.sha256(t.encode()).hexdigest(),
                                      "routes": ["eyes"] if n == "gpu-a" else []} for n, t in self.tokens.items()}}
+        if mutate:
+            mutate(cfg)
         self.cfg_path = tmp / "router.yaml"
         self.cfg_path.write_text(yaml.safe_dump(cfg))
         self.router = None
@@ -64,7 +67,7 @@ class Rig:
     # ------------------------------------------------------------------ router
     def start_router(self) -> None:
         self.router = subprocess.Popen([sys.executable, "-m", "router_app", "serve", "--config", str(self.cfg_path),
-                                        "--port", str(self.port)], cwd=ROOT, env=env(),
+                                        "--port", str(self.port)], cwd=ROOT, env={**env(), **self.extra_env},
                                        stdout=subprocess.DEVNULL, stderr=open(self.tmp / "router.err", "ab"))
         deadline = time.time() + 30
         while time.time() < deadline:

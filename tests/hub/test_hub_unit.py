@@ -1,0 +1,80 @@
+"""The store and the closed command list without HTTP: at most once, expiry, redelivery, restart."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from router_app.hub import commands as cmds
+from router_app.hub.store import HubStore
+
+
+def _cmd(cid, node="n1", ttl=60.0, kind="recover_cuda"):
+    now = time.time()
+    return {"id": cid, "kind": kind, "node": node, "args": {}, "status": "queued", "requested_by": "t",
+            "created_at": now, "expires_at": now + ttl}
+
+
+def test_closed_list():
+    assert cmds.validate("restart_engine", {"engine": "vllm-eyes"}) == {"engine": "vllm-eyes"}
+    assert cmds.validate("converge_node", None) == {}
+    for kind, args, param in [("rm", {}, "kind"), (None, {}, "kind"), ("recover_cuda", {"x": 1}, "args.x"),
+                              ("recover_cuda", [], "args"), ("restart_engine", {"engine": 3}, "args.engine"),
+                              ("restart_engine", {"engine": "$(reboot)"}, "args.engine"),
+                              ("drain_route", {}, "args.route"), ("converge_node", {"check": 1}, "args.check")]:
+        with pytest.raises(cmds.CommandRefused) as exc:
+            cmds.validate(kind, args)
+        assert exc.value.param == param
+
+
+def test_delivered_once_and_survives_reopen(tmp_path):
+    path = str(tmp_path / "hub.sqlite3")
+    s = HubStore(path)
+    s.add_command(_cmd("a"))
+    s.add_command(_cmd("b", node="n2"))
+    assert [c["id"] for c in s.take_for_node("n1", time.time())] == ["a"]
+    assert s.take_for_node("n1", time.time()) == []
+    s.close()
+    s = HubStore(path)                                  # a restart: the queue is as it was
+    assert s.get_command("a")["status"] == "delivered" and s.get_command("b")["status"] == "queued"
+    assert s.take_for_node("n1", time.time()) == []
+    assert s.ack("a", "n1", time.time()) and not s.ack("a", "n1", time.time()) and not s.ack("b", "n1", time.time())
+    assert s.finish("a", "succeeded", {"rc": 0}, time.time())["status"] == "succeeded"
+    assert s.finish("a", "failed", {}, time.time()) is None        # closed: no second outcome
+    assert s.finish("b", "succeeded", {}, time.time(), from_status=("delivered", "running"), node="n1") is None
+
+
+def test_unacknowledged_is_requeued_and_expiry(tmp_path):
+    s = HubStore(str(tmp_path / "hub.sqlite3"))
+    s.add_command(_cmd("a"))
+    s.add_command(_cmd("x", ttl=0.01))
+    t = time.time()
+    s.take_for_node("n1", t)
+    assert s.requeue_unacked(t + 1, 10) == []
+    assert [r[0] for r in s.requeue_unacked(t + 11, 10)] == ["a"]
+    assert s.get_command("a")["status"] == "queued" and "redelivery" in s.get_command("a")["detail"]
+    s.take_for_node("n1", t + 12)
+    s.ack("a", "n1", t + 12)
+    assert s.requeue_unacked(t + 100, 10) == []                 # running: never handed out again
+    out = {r[0]: r[3] for r in s.expire(t + 1000)}
+    assert out == {"a": "running", "x": "delivered"}
+    assert s.get_command("a")["status"] == "lost"
+
+
+def test_offline_queued_expires(tmp_path):
+    s = HubStore(str(tmp_path / "hub.sqlite3"))
+    s.add_command(_cmd("q", ttl=0.5))
+    assert s.expire(time.time()) == []
+    assert [r[0] for r in s.expire(time.time() + 1)] == ["q"]
+    assert s.get_command("q")["status"] == "expired"
+    assert s.take_for_node("n1", time.time() + 2) == []
+
+
+def test_events_filter_and_trim(tmp_path):
+    s = HubStore(str(tmp_path / "hub.sqlite3"))
+    for i in range(10):
+        s.add_event(time.time(), "route_down" if i % 2 else "route_up", None, "eyes", {"i": i})
+    downs = s.events(kind="route_down")
+    assert [e["i"] for e in downs] == [1, 3, 5, 7, 9] and downs[0]["route"] == "eyes"
+    s.trim_events(3)
+    assert [e["i"] for e in s.events()] == [7, 8, 9]
