@@ -141,3 +141,30 @@ def test_hub_restart_keeps_the_queue_and_runs_nothing_twice(rig):
     time.sleep(3)
     assert _recover_calls(rig) == [f"hub command {first['id']}", f"hub command {queued['id']}"]
     assert rig.node("gpu-a")["state"] == "healthy"
+
+
+def test_cli(rig):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ADMIN_KEY, ROOT, env
+
+    def cli(*a):
+        e = dict(env(), HOMELAB_ROUTER_ADMIN_KEY=ADMIN_KEY)
+        return subprocess.run([sys.executable, "-m", "router_app", *a, "--url", rig.url], cwd=ROOT, env=e,
+                              capture_output=True, text=True, timeout=60)
+
+    r = cli("recover-cuda", "--node", "gpu-b", "--json")
+    assert r.returncode == 0, r.stderr
+    cid = json.loads(r.stdout)["id"]
+    out = cli("nodes").stdout
+    assert "gpu-a" in out and "unknown" in out
+    assert cid in cli("commands").stdout and "queued" in cli("commands", "--id", cid).stdout
+    assert "recovery_requested" in cli("events", "--node", "gpu-b").stdout
+    bad = cli("commands", "--kind", "format_disk", "--node", "gpu-b")
+    assert bad.returncode == 1 and "unknown command 'format_disk'" in bad.stderr
+    assert cli("recover-cuda").returncode == 2
+    noauth = subprocess.run([sys.executable, "-m", "router_app", "nodes", "--url", rig.url], cwd=ROOT, env=env(),
+                            capture_output=True, text=True, timeout=60)
+    assert noauth.returncode == 1 and "HTTP 401" in noauth.stderr
