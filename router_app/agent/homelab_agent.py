@@ -26,6 +26,7 @@ import os
 import random
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -278,13 +279,14 @@ class Hub:
         self.node = cfg["node"]
         with open(cfg["token_file"]) as fh:
             self.token = fh.read().strip()
+        self.ctx = ssl.create_default_context(cafile=cfg["ca_file"]) if cfg.get("ca_file") else None
 
     def post(self, path: str, body: dict, timeout: float) -> dict:
         data = json.dumps(dict(body, node=self.node)).encode()
         req = urllib.request.Request(self.url + path, data=data, method="POST",
                                      headers={"Content-Type": "application/json",
                                               "Authorization": f"Bearer {self.token}"})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=self.ctx) as resp:
             return json.loads(resp.read() or b"{}")
 
 
