@@ -2,8 +2,7 @@
 
 * /admin/nodes, /admin/commands[/{id}], /admin/command-kinds, /admin/recover-cuda, /admin/events,
   /admin/proxmox/guests: the admin key (router_app/ops/auth.py), like every /admin/* endpoint.
-* /hub/agent/heartbeat, /hub/agent/poll, /hub/agent/ack, /hub/agent/result: a node agent, `Authorization: Bearer <node token>`
-  with the node's name in the body; the token is checked against the sha256 in `hub.agents.<node>`.
+* /hub/agent/*: served by the raw ASGI handler in agent_asgi.py (node token auth), ahead of this app.
 Errors are OpenAI-shaped (ApiError), like the rest of the router.
 """
 from __future__ import annotations
@@ -19,7 +18,7 @@ from ..errors import ApiError
 from . import commands as cmds
 from .service import HubError
 
-MAX_AGENT_BODY = 1 << 20
+MAX_BODY = 1 << 20
 
 
 class _Json(JSONResponse):
@@ -40,7 +39,7 @@ def _api_error(exc: HubError) -> ApiError:
     return ApiError(exc.status, exc.message, type=typ, code=exc.code, param=exc.param)
 
 
-async def _body(request: Request, limit: int = MAX_AGENT_BODY) -> dict:
+async def _body(request: Request, limit: int = MAX_BODY) -> dict:
     raw = await request.body()
     if len(raw) > limit:
         raise ApiError(413, f"body over {limit} bytes", code="body_too_large")
@@ -138,51 +137,5 @@ def build_admin_router(host, admin_deps: list) -> APIRouter:
         from .proxmox import guests
         hub = _hub(host)
         return _Json(await asyncio.to_thread(guests, hub.settings.proxmox))
-
-    return r
-
-
-def build_agent_router(host) -> APIRouter:
-    r = APIRouter(tags=["hub-agent"])
-
-    async def auth(request: Request) -> tuple:
-        hub = _hub(host)
-        b = await _body(request)
-        auth_h = request.headers.get("authorization", "")
-        token = auth_h[7:].strip() if auth_h.startswith("Bearer ") else None
-        try:
-            return hub, hub.authenticate(b.get("node"), token), b
-        except HubError as exc:
-            raise _api_error(exc) from None
-
-    @r.post("/hub/agent/heartbeat", summary="Agent heartbeat; the reply carries pending commands")
-    async def heartbeat(request: Request):
-        hub, node, b = await auth(request)
-        return _Json(hub.heartbeat(node, b))
-
-    @r.post("/hub/agent/poll", summary="Agent long-poll for commands")
-    async def poll(request: Request):
-        hub, node, b = await auth(request)
-        wait = b.get("wait_s", hub.settings.long_poll_s)
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
-            raise ApiError(400, "wait_s must be a number >= 0", code="invalid_wait", param="wait_s")
-        return _Json({"commands": await hub.poll(node, float(wait), request.is_disconnected)})
-
-    @r.post("/hub/agent/ack", summary="Agent took a command (recorded its id, about to run it)")
-    async def ack(request: Request):
-        hub, node, b = await auth(request)
-        try:
-            return _Json(hub.ack(node, b.get("id")))
-        except HubError as exc:
-            raise _api_error(exc) from None
-
-    @r.post("/hub/agent/result", summary="Agent reports a command's outcome (once)")
-    async def result(request: Request):
-        hub, node, b = await auth(request)
-        try:
-            cmd = hub.result(node, b.get("id"), b.get("status"), b.get("result") or {})
-        except HubError as exc:
-            raise _api_error(exc) from None
-        return _Json({"id": cmd["id"], "status": cmd["status"]})
 
     return r

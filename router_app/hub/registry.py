@@ -10,6 +10,7 @@ from typing import Optional
 
 from .config import HubSettings
 
+PERSIST_EVERY_S = 30.0   # a heartbeat is written to SQLite on join, on a state change, and at most this often
 KEEP = ("agent_version", "hostname", "gpus", "cpu", "memory", "disk", "engines", "uptime_s", "errors")
 
 
@@ -34,7 +35,9 @@ class Registry:
             if rec["state"] != "healthy":
                 prev = rec["state"]
             rec.update(last_seen=now, state="healthy", info=info)
-        self.store.save_node(node, rec["first_seen"], now, "healthy", info)
+        if prev is not None or now - rec.get("saved", 0) >= PERSIST_EVERY_S:
+            self.store.save_node(node, rec["first_seen"], now, "healthy", info)
+            rec["saved"] = now
         return prev
 
     def find_stale(self, now: float) -> list:

@@ -291,5 +291,4 @@ def build_ops_app(router: OpsHost) -> FastAPI:
         return OrjsonResponse({"access": st() if st else {"auth": "off"}, "keys": rep() if rep else []})
 
     app.include_router(hub_api.build_admin_router(router, admin))     # /admin/nodes, commands, recover-cuda, events
-    app.include_router(hub_api.build_agent_router(router))            # /hub/agent/*: node token auth
     return app

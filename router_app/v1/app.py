@@ -27,6 +27,7 @@ from ..dispatch import drains
 from ..dispatch.forward import Runtime
 from ..dispatch.upstreams import HealthChecker, build_states, new_session
 from ..errors import ApiError
+from ..hub import agent_asgi
 from ..hub.service import Hub, default_store_path
 from ..ops.app import build_ops_app
 from ..ops.telemetry import Logs, Metrics, now_iso
@@ -72,8 +73,8 @@ class RouterApp:
         self.pipeline = Pipeline(self)
         self.hub: Optional[Hub] = None      # the control plane (router_app/hub), when hub.enabled
         if cfg.hub.enabled:
-            self.hub = Hub(cfg.hub, cfg.hub.store_path or default_store_path(resolve_store_path(settings_from(cfg), cfg)),
-                           host=self)
+            hub_db = cfg.hub.store_path or default_store_path(resolve_store_path(settings_from(cfg), cfg))
+            self.hub = Hub(cfg.hub, hub_db, host=self)
             self.hub.tap(self.logs)
         self.v1_post = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
                         "/v1/embeddings": "embeddings", "/v1/responses": "responses"}
@@ -208,6 +209,8 @@ class RouterApp:
                 return await send_error(send, ApiError(
                     405 if known else 404, f"{method} {path} is not served here",
                     code="method_not_allowed" if known else "not_found"), route_headers(ctx))
+            if path.startswith("/hub/agent/") and self.hub is not None:    # node agents: raw ASGI too
+                return await agent_asgi.serve(self.hub, scope, receive, send)
             if scope["method"] == "HEAD":   # HEAD is GET without the body: the server drops it (its scope says HEAD)
                 scope = dict(scope, method="GET")
             return await self.ops(scope, receive, send)

@@ -138,9 +138,9 @@ def test_hub_restart_keeps_the_queue_and_runs_nothing_twice(rig):
     rig.wait(lambda: rig.command(queued["id"])["status"] == "succeeded", timeout=120, what="queued run after restart")
     rig.stop_router()
     rig.start_router()
-    time.sleep(3)
+    rig.wait(lambda: rig.node("gpu-a")["state"] == "healthy", what="agent resynced after the second restart")
+    time.sleep(2)
     assert _recover_calls(rig) == [f"hub command {first['id']}", f"hub command {queued['id']}"]
-    assert rig.node("gpu-a")["state"] == "healthy"
 
 
 def test_cli(rig):
