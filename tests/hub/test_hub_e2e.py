@@ -95,6 +95,8 @@ def test_drain_through_the_queue_and_events(rig):
     assert bad["status"] == "failed" and "unknown route" in bad["result"]["detail"]
     kinds = [e["kind"] for e in rig.events()]
     assert "drain" in kinds and "command_succeeded" in kinds and "hub_start" in kinds
+    # health transitions land in the same table: the startup probe finds the engines down (nothing listens)
+    assert {e["route"] for e in rig.events(kind="route_down")} >= {"eyes", "hands", "brain", "mouth"}
 
 
 def test_offline_node_waits_then_expires(rig):
