@@ -72,8 +72,8 @@ def _int(v: Optional[str], name: str, default: int, lo: int = 0, hi: int = 10 **
     return n
 
 
-def build_admin_router(host, admin_deps: list) -> APIRouter:
-    r = APIRouter(tags=["hub"], dependencies=admin_deps)
+def build_admin_router(host, admin_deps: list, admin_errors: Optional[dict] = None) -> APIRouter:
+    r = APIRouter(tags=["admin"], dependencies=admin_deps, responses=admin_errors or {})
 
     async def call(fn, *a, **kw):
         try:

@@ -290,5 +290,6 @@ def build_ops_app(router: OpsHost) -> FastAPI:
         st = getattr(router.access, "status", None)
         return OrjsonResponse({"access": st() if st else {"auth": "off"}, "keys": rep() if rep else []})
 
-    app.include_router(hub_api.build_admin_router(router, admin))     # /admin/nodes, commands, recover-cuda, events
+    # the hub (router_app/hub): /admin/nodes, commands, command-kinds, recover-cuda, events, proxmox/guests
+    app.include_router(hub_api.build_admin_router(router, admin, ADMIN_ERRORS))
     return app

@@ -7,7 +7,11 @@ from router_app.ops import app as ops
 
 OPS_PATHS = {"/healthz": "get", "/metrics": "get", "/stats": "get", "/admin/upstreams": "get",
              "/admin/drain/{route}": "post", "/admin/undrain/{route}": "post", "/admin/reload-config": "post",
-             "/admin/keys": "get"}
+             "/admin/keys": "get",
+             # the hub (router_app/hub/api.py)
+             "/admin/nodes": "get", "/admin/commands": "get", "/admin/commands/{cid}": "get",
+             "/admin/command-kinds": "get", "/admin/recover-cuda": "post", "/admin/events": "get",
+             "/admin/proxmox/guests": "get"}
 
 
 def test_openapi_describes_the_ops_surface_only(client):
