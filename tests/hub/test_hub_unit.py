@@ -78,3 +78,65 @@ def test_events_filter_and_trim(tmp_path):
     assert [e["i"] for e in downs] == [1, 3, 5, 7, 9] and downs[0]["route"] == "eyes"
     s.trim_events(3)
     assert [e["i"] for e in s.events()] == [7, 8, 9]
+
+
+def test_agent_filters(tmp_path):
+    import hashlib
+    import importlib.util
+    import os
+    import stat
+
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("homelab_agents", ROOT / "plugins" / "filter" / "homelab_agents.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    d = tmp_path / "tokens"
+    t1 = mod.homelab_agent_token("gpu-a", str(d))
+    assert len(t1) >= 40 and mod.homelab_agent_token("gpu-a", str(d)) == t1          # made once, then read
+    assert stat.S_IMODE(os.stat(d / "gpu-a.token").st_mode) == 0o600 and stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    with pytest.raises(ValueError):
+        mod.homelab_agent_token("../etc", str(d))
+    hv = {"gpu-a": {"engines": [{"route": "eyes", "runtime": "vllm", "port": 8000},
+                                {"route": "mini", "runtime": "ollama", "port": 11434}]}}
+    entries = mod.homelab_agent_hub_entries(["gpu-a"], hv, str(d))
+    assert entries == {"gpu-a": {"token_sha256": hashlib.sha256(t1.encode()).hexdigest(), "routes": ["eyes", "mini"]}}
+    assert mod.homelab_agent_engines(hv["gpu-a"]["engines"], "10.0.0.5") == [
+        {"name": "vllm-eyes", "unit": "vllm-eyes.service", "route": "eyes", "health_url": "http://10.0.0.5:8000/health"},
+        {"name": "ollama", "unit": "ollama.service", "route": "mini", "health_url": "http://10.0.0.5:11434/api/version"}]
+
+
+def test_hub_section_is_validated():
+    from router_app.decision.config import validate_dict
+    import yaml
+
+    from conftest import EXAMPLE
+    cfg = yaml.safe_load(EXAMPLE.read_text())
+    cfg["hub"] = {"enabled": True, "agents": {"gpu-a": {"token_sha256": "abc", "routes": ["ghost"]}}, "nope": 1}
+    errs = {e.path: e.message for e in validate_dict(cfg)}
+    assert "hub.agents.gpu-a.token_sha256" in errs and "hub.nope" in errs
+    cfg["hub"] = {"enabled": True, "agents": {"gpu-a": {"token_sha256": "a" * 64, "routes": ["ghost"]}}}
+    assert {e.path for e in validate_dict(cfg)} == {"hub.agents.gpu-a.routes[0]"}
+
+
+def test_hub_off_answers_503(tmp_path):
+    import asyncio
+
+    import httpx
+    import yaml
+
+    from conftest import EXAMPLE
+    from router_app.decision.config import parse_dict
+    from router_app.v1.app import create_app
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw.update(admin_key_env=None, log_dir=str(tmp_path / "logs"), store_path=str(tmp_path / "a.db"))
+    cfg, errs = parse_dict(raw)
+    assert not errs
+    app = create_app(config=cfg)
+    assert app.hub is None
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            return await c.get("/admin/nodes"), await c.post("/hub/agent/heartbeat", json={})
+    nodes, hb = asyncio.run(go())
+    assert nodes.status_code == 503 and nodes.json()["error"]["code"] == "hub_disabled"
+    assert hb.status_code == 404
