@@ -32,6 +32,11 @@ def render(hub) -> str:
     lines += ["# HELP homelab_hub_commands Commands in the store by kind and status.",
               "# TYPE homelab_hub_commands gauge"]
     lines += [f'homelab_hub_commands{{kind="{_esc(k)}",status="{_esc(s)}"}} {c}' for k, s, c in hub.store.command_counts()]
+    lat = sorted(hub.delivery_latency)
+    if lat:
+        lines += ["# HELP homelab_hub_command_delivery_seconds_p95 Queued-to-delivered time, p95 of the last 1000.",
+                  "# TYPE homelab_hub_command_delivery_seconds_p95 gauge",
+                  f"homelab_hub_command_delivery_seconds_p95 {lat[min(len(lat) - 1, int(0.95 * len(lat)))]:.3f}"]
     lines += ["# HELP homelab_hub_heartbeats_total Heartbeats received since start.",
               "# TYPE homelab_hub_heartbeats_total counter", f"homelab_hub_heartbeats_total {hub.heartbeats}"]
     return "\n".join(lines) + "\n"

@@ -101,7 +101,8 @@ class Hub:
     def sweep(self, now: Optional[float] = None) -> None:
         now = time.time() if now is None else now
         for name in self.registry.find_stale(now):
-            self.event("node_stale", node=name, data={"silent_s": round(now - self.registry.nodes[name]["last_seen"], 1)})
+            silent = round(now - self.registry.nodes[name]["last_seen"], 1)
+            self.event("node_stale", node=name, data={"silent_s": silent})
         for cid, node, kind in self.store.requeue_unacked(now, ACK_TIMEOUT_S):
             self.event("command_requeued", node=node, data={"command": cid, "command_kind": kind,
                                                              "detail": "delivered but not acknowledged"})

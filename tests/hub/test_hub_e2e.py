@@ -43,6 +43,7 @@ def test_recover_cuda_by_route_runs_the_runbook_once(rig):
     again = httpx.post(rig.url + "/hub/agent/result", headers={"Authorization": f"Bearer {rig.tokens['gpu-a']}"},
                        json={"node": "gpu-a", "id": cmd["id"], "status": "failed"})
     assert again.status_code == 409 and again.json()["error"]["code"] == "command_closed"
+    assert "homelab_hub_command_delivery_seconds_p95" in httpx.get(rig.url + "/metrics").text
     time.sleep(2.5)     # more heartbeats: still exactly one run
     assert len(_recover_calls(rig)) == 1
 
