@@ -140,3 +140,23 @@ def test_hub_off_answers_503(tmp_path):
     nodes, hb = asyncio.run(go())
     assert nodes.status_code == 503 and nodes.json()["error"]["code"] == "hub_disabled"
     assert hb.status_code == 404
+
+
+def test_agent_refuses_outside_its_list(tmp_path):
+    import importlib.util
+
+    from conftest import AGENT
+    spec = importlib.util.spec_from_file_location("homelab_agent_file", AGENT)
+    agent = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agent)
+    cfg = {"engines": [{"name": "vllm-eyes", "unit": "vllm-eyes.service"}]}
+    ok = {"id": "c1", "kind": "restart_engine", "args": {"engine": "vllm-eyes"}}
+    assert agent.check(ok, cfg) is None and agent.check({"kind": "recover_cuda", "args": {}}, cfg) is None
+    for bad in ({"kind": "shell", "args": {"cmd": "id"}}, {"kind": "drain_route", "args": {"route": "x"}},
+                {"kind": "recover_cuda", "args": {"cmd": "reboot"}}, {"kind": "recover_cuda", "args": "x"},
+                {"kind": "restart_engine", "args": {"engine": "sshd"}},
+                {"kind": "converge_node", "args": {"check": "rm -rf /"}}):
+        assert agent.check(bad, cfg), bad
+    st = agent.State(str(tmp_path / "state.json"))
+    assert st.claim("c1") and not st.claim("c1")
+    assert not agent.State(str(tmp_path / "state.json")).claim("c1")        # survives a restart of the agent
