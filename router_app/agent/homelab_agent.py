@@ -245,7 +245,7 @@ def run_runbook(cmd: dict, cfg: dict) -> dict:
     argv = [runner, "run", pdd, "-p", f"{cmd['kind']}.yml", "--ident", cmd["id"],
             "--rotate-artifacts", str(int(rc_cfg.get("rotate_artifacts", 20)))]
     if cmd["args"].get("check"):
-        argv += ["--cmdline", "--check"]
+        argv.append("--cmdline=--check")      # one token: argparse would take a bare --check for an option
     env = dict(os.environ, ANSIBLE_NOCOLOR="1")
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, env=env,
