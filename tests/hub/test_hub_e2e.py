@@ -151,7 +151,7 @@ def test_cli(rig):
     import subprocess
     import sys
 
-    from conftest import ADMIN_KEY, ROOT, env
+    from hub_rig import ADMIN_KEY, ROOT, env
 
     def cli(*a):
         e = dict(env(), HOMELAB_ROUTER_ADMIN_KEY=ADMIN_KEY)

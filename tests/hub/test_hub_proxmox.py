@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from conftest import ROOT, Rig
+from hub_rig import ROOT, Rig
 
 sys.path.insert(0, str(ROOT / "tests" / "emulators"))
 from emulator_base import TLSServer, make_pki  # noqa: E402

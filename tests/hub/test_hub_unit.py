@@ -86,7 +86,7 @@ def test_agent_filters(tmp_path):
     import os
     import stat
 
-    from conftest import ROOT
+    from hub_rig import ROOT
     spec = importlib.util.spec_from_file_location("homelab_agents", ROOT / "plugins" / "filter" / "homelab_agents.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -109,7 +109,7 @@ def test_hub_section_is_validated():
     from router_app.decision.config import validate_dict
     import yaml
 
-    from conftest import EXAMPLE
+    from hub_rig import EXAMPLE
     cfg = yaml.safe_load(EXAMPLE.read_text())
     cfg["hub"] = {"enabled": True, "agents": {"gpu-a": {"token_sha256": "abc", "routes": ["ghost"]}}, "nope": 1}
     errs = {e.path: e.message for e in validate_dict(cfg)}
@@ -124,7 +124,7 @@ def test_hub_off_answers_503(tmp_path):
     import httpx
     import yaml
 
-    from conftest import EXAMPLE
+    from hub_rig import EXAMPLE
     from router_app.decision.config import parse_dict
     from router_app.v1.app import create_app
     raw = yaml.safe_load(EXAMPLE.read_text())
@@ -145,7 +145,7 @@ def test_hub_off_answers_503(tmp_path):
 def test_agent_refuses_outside_its_list(tmp_path):
     import importlib.util
 
-    from conftest import AGENT
+    from hub_rig import AGENT
     spec = importlib.util.spec_from_file_location("homelab_agent_file", AGENT)
     agent = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(agent)
