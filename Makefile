@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := podman runc debootstrap uidmap slirp4netns fuse-overlayfs iproute2 jq \
                 build-essential cmake ninja-build git curl python3-venv ca-certificates wrk
 
-.PHONY: help deps venv image test test-fast lint bench lab lab-down
+.PHONY: help deps venv image test test-fast lint bench bench-hub lab lab-down
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -52,5 +52,8 @@ lint: venv ## yamllint + ansible-lint
 
 bench: venv ## router overhead benchmark (direct vs through the router)
 	@$(VENV)/bin/python bench/bench_router.py
+
+bench-hub: venv ## control-plane benchmark (200 simulated agents every 5 s: hub CPU, command latency)
+	@$(VENV)/bin/python bench/bench_hub.py
 
 -include Makefile.lab

@@ -1,4 +1,5 @@
-"""Command line: serve, check-config, explain (and the access-control subcommands when installed)."""
+"""Command line: serve, check-config, explain, the access-control subcommands and the hub's (nodes, commands,
+recover-cuda, events)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ from typing import Optional
 from ..errors import ApiError
 from ..decision.config import ConfigInvalid, load_config
 from . import access as cli_access
+from . import hub as cli_hub
 
 
 def _print_errors(errors, stream=sys.stderr) -> None:
@@ -183,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_explain)
 
     cli_access.register(sub)
+    cli_hub.register(sub)      # nodes, commands, recover-cuda, events (router_app/hub)
     return p
 
 

@@ -18,6 +18,7 @@ from ..access.config import DEFAULT_STORE_PATH, AuditLog, AuthMode, Cors, Price,
 from ..cloud import privacy as cloud_privacy
 from ..cloud.settings import CloudOptions, Provider, RouteKind
 from ..catalog.settings import CatalogSettings, RouteCatalog
+from ..hub.config import HubSettings
 from .yamlload import load_yaml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -175,6 +176,8 @@ class RouterConfig(BaseModel):
     ledger_keep_days: Optional[int] = Field(400, ge=62)
     prices: dict[str, Price] = Field(default_factory=dict)
     structured: Structured = Field(default_factory=Structured)
+    # control plane: node registry, command queue, events (router_app/hub, router_app/README.md "The hub")
+    hub: HubSettings = Field(default_factory=HubSettings)
 
     # set by load_config (not part of the file)
     source_path: Optional[str] = Field(default=None, exclude=True)
@@ -319,6 +322,10 @@ def _semantic_errors(cfg: RouterConfig) -> list[ConfigError]:
 
     for p, m in cloud_privacy.config_errors(cfg):   # issue 18: when a request may leave the house
         add(p, m)
+    for node, agent in cfg.hub.agents.items():
+        for i, r in enumerate(agent.routes):
+            if r not in routes:
+                add(f"hub.agents.{node}.routes[{i}]", f"unknown route '{r}'")
 
     if not any(r.terminal for r in routes.values()) and routes:
         add("routes", "no terminal route: mark the bottom of the fallback chain with terminal: true")

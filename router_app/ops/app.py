@@ -29,6 +29,8 @@ from starlette.responses import JSONResponse, Response
 from ..cloud import spend as cloud_spend
 from ..catalog.admin import catalog_router, render_metrics as catalog_metrics
 from ..errors import ApiError
+from ..hub import api as hub_api
+from ..hub import metrics as hub_metrics
 from .auth import check_admin, check_observer
 
 PROM_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -239,6 +241,8 @@ def build_ops_app(router: OpsHost) -> FastAPI:
         cat = getattr(router, "catalog", None)      # issue 14: engine queue depth and state per route
         if cat is not None and cat.active:
             text += catalog_metrics(cat)
+        if getattr(router, "hub", None) is not None:    # nodes and commands (router_app/hub)
+            text += hub_metrics.render(router.hub)
         return Response(text.encode(), media_type=PROM_CONTENT_TYPE)
 
     @app.get("/stats", tags=["observability"], summary="Counters as JSON, route state, config generation",
@@ -299,4 +303,6 @@ def build_ops_app(router: OpsHost) -> FastAPI:
 
     if hasattr(router, "catalog"):
         app.include_router(catalog_router(router, admin, ADMIN_ERRORS))
+    # the hub (router_app/hub): /admin/nodes, commands, command-kinds, recover-cuda, events, proxmox/guests
+    app.include_router(hub_api.build_admin_router(router, admin, ADMIN_ERRORS))
     return app

@@ -28,6 +28,8 @@ from ..dispatch import drains
 from ..dispatch.forward import Runtime
 from ..dispatch.upstreams import HealthChecker, build_states, new_session
 from ..errors import ApiError
+from ..hub import agent_asgi
+from ..hub.service import Hub, default_store_path
 from ..ops.app import build_ops_app
 from ..ops.telemetry import Logs, Metrics, now_iso
 from . import body as _body
@@ -71,6 +73,11 @@ class RouterApp:
         self.started = False
         self.pipeline = Pipeline(self)
         self.catalog = CatalogService(self)     # issue 14: engines' models, residency, placement
+        self.hub: Optional[Hub] = None      # the control plane (router_app/hub), when hub.enabled
+        if cfg.hub.enabled:
+            hub_db = cfg.hub.store_path or default_store_path(resolve_store_path(settings_from(cfg), cfg))
+            self.hub = Hub(cfg.hub, hub_db, host=self)
+            self.hub.tap(self.logs)
         self.v1_post = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
                         "/v1/embeddings": "embeddings", "/v1/responses": "responses"}
         self.ops = build_ops_app(self)     # everything outside /v1/
@@ -98,12 +105,16 @@ class RouterApp:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
         except (NotImplementedError, RuntimeError, ValueError):
             pass   # not the main thread (tests) or no signals on this platform
+        if self.hub:
+            await self.hub.start()
         self.started = True
         self.logs.events.write({"ts": now_iso(), "event": "start", "config": self.config_path,
                                 "routes": list(self.runtime.states), "drained": sorted(self.runtime.drained)})
 
     async def shutdown(self) -> None:
         await self.catalog.stop()
+        if self.hub:
+            await self.hub.stop()
         if self.health:
             await self.health.stop()
         if self._flush_task:
@@ -149,6 +160,9 @@ class RouterApp:
                 upd(cfg)
             new_access = self.access if (self._fixed_access or upd) else build_access(cfg)
             self.logs.reconfigure(cfg.log_dir, cfg.logs.max_bytes, cfg.logs.backups)
+            if self.hub:    # agents and timings follow the file; turning the hub on or off takes a restart
+                self.hub.update(cfg.hub)
+                self.hub.tap(self.logs)
             # one assignment each: requests already running keep the runtime object they started with
             self.runtime = rt
             self.access = new_access
@@ -200,6 +214,8 @@ class RouterApp:
                 return await send_error(send, ApiError(
                     405 if known else 404, f"{method} {path} is not served here",
                     code="method_not_allowed" if known else "not_found"), route_headers(ctx))
+            if path.startswith("/hub/agent/") and self.hub is not None:    # node agents: raw ASGI too
+                return await agent_asgi.serve(self.hub, scope, receive, send)
             if scope["method"] == "HEAD":   # HEAD is GET without the body: the server drops it (its scope says HEAD)
                 scope = dict(scope, method="GET")
             return await self.ops(scope, receive, send)

@@ -10,7 +10,11 @@ OPS_PATHS = {"/healthz": "get", "/metrics": "get", "/stats": "get", "/admin/upst
              "/admin/keys": "get",
              # issue 14: the model catalog (router_app/catalog/admin.py)
              "/admin/catalog": "get", "/admin/placement/{model}": "get", "/admin/models/load": "post",
-             "/admin/models/unload": "post"}
+             "/admin/models/unload": "post",
+             # the hub (router_app/hub/api.py)
+             "/admin/nodes": "get", "/admin/commands": "get", "/admin/commands/{cid}": "get",
+             "/admin/command-kinds": "get", "/admin/recover-cuda": "post", "/admin/events": "get",
+             "/admin/proxmox/guests": "get"}
 
 
 def test_openapi_describes_the_ops_surface_only(client):
