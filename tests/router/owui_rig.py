@@ -1,0 +1,103 @@
+"""The real Open WebUI (from the cached venv, tests/tools/build_open_webui_venv.sh) wired to a real homelab-router,
+with the environment roles/open_webui writes, and Debian's headless Chromium driven by Selenium."""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import time
+
+import httpx
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BUILD = ROOT / "tests" / "tools" / "build_open_webui_venv.sh"
+
+
+def open_webui_bin() -> str:
+    """Path of the cached `open-webui` entry point (built from PyPI on first use, a few minutes)."""
+    out = subprocess.run([str(BUILD)], check=True, capture_output=True, text=True, timeout=1200)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def owui_env(data_dir: pathlib.Path, router_url: str, key: str) -> dict:
+    """The settings roles/open_webui/templates/open-webui.env.j2 writes (names from Open WebUI's env docs)."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env.update({
+        "DATA_DIR": str(data_dir),
+        "STATIC_DIR": str(data_dir / "static"),
+        "WEBUI_SECRET_KEY": "test-secret-key-for-the-browser-test",
+        "ENABLE_PERSISTENT_CONFIG": "False",
+        "OFFLINE_MODE": "True",
+        "HF_HUB_OFFLINE": "1",
+        "ENABLE_VERSION_UPDATE_CHECK": "False",
+        "ENABLE_OLLAMA_API": "False",
+        "ENABLE_OPENAI_API": "True",
+        "OPENAI_API_BASE_URLS": router_url + "/v1",
+        "OPENAI_API_KEYS": key,
+        "ENABLE_FORWARD_USER_INFO_HEADERS": "True",
+        "AIOHTTP_CLIENT_TIMEOUT_MODEL_LIST": "3",
+        "AIOHTTP_CLIENT_TIMEOUT": "60",
+        "RAG_EMBEDDING_ENGINE": "openai",
+        "RAG_OPENAI_API_BASE_URL": router_url + "/v1",
+        "RAG_OPENAI_API_KEY": key,
+        "RAG_EMBEDDING_MODEL": "homelab/embed",
+        "DEFAULT_MODELS": "homelab/auto",
+        "TASK_MODEL_EXTERNAL": "homelab/utility",
+        "ENABLE_SIGNUP": "False",
+        "WEBUI_NAME": "Homelab",
+        "GLOBAL_LOG_LEVEL": "WARNING",
+    })
+    return env
+
+
+class OpenWebUI:
+    def __init__(self, binary: str, port: int, env: dict, log: pathlib.Path):
+        self.binary, self.port, self.env, self.log = binary, port, env, log
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = None
+
+    def start(self, timeout: float = 180) -> "OpenWebUI":
+        fh = open(self.log, "ab")
+        self.proc = subprocess.Popen([self.binary, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                                     env=self.env, stdout=fh, stderr=subprocess.STDOUT, cwd=self.env["DATA_DIR"],
+                                     start_new_session=True)
+        fh.close()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"open-webui exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"open-webui did not answer /health in {timeout}s: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def chromium(tmp: pathlib.Path):
+    """Debian's chromium + chromium-driver (apt), headless; Selenium's own browser download is never used."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser = shutil.which("chromium")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        raise RuntimeError("chromium/chromedriver missing: run `make deps` (apt-get install chromium chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860",
+              "--disable-gpu", f"--user-data-dir={tmp / 'chromium-profile'}"):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)

@@ -1,0 +1,152 @@
+"""End to end in a real browser: Debian's headless Chromium -> the real Open WebUI (pinned, the role's settings) ->
+the real homelab-router (per-app key, ledger) -> loopback engines. Create the admin account, pick homelab/auto, send
+a prompt, see the streamed answer; the ledger attributes it to the open-webui key. Faults: the engine down while
+chatting shows the router's error (no hang); Open WebUI restarted keeps the history. Writes docs/open-webui.png."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+import httpx
+import pytest
+import yaml
+from conftest import ROOT, RouterServer, rig_config
+from engine import free_port
+from owui_rig import OpenWebUI, chromium, open_webui_bin, owui_env
+
+from router_app.access.store import Store
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
+
+ADMIN = {"name": "Household Admin", "email": "admin@home.arpa", "password": "correct-horse-battery"}
+
+
+@pytest.fixture(scope="module")
+def owui_bin():
+    return open_webui_bin()
+
+
+@pytest.fixture
+def stack(engines, tmp_path, owui_bin):
+    for e in engines.values():
+        e.reset()
+    cfg = rig_config(engines, tmp_path)
+    cfg["store_path"] = str(tmp_path / "state" / "router.sqlite3")
+    cfg["auth"] = "required"
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    store = Store(cfg["store_path"])
+    _, key = store.create_key("open-webui")
+    router = RouterServer(str(path))
+    data = tmp_path / "owui-data"
+    data.mkdir()
+    ui = OpenWebUI(owui_bin, free_port(), owui_env(data, router.url, key), tmp_path / "open-webui.log").start()
+    driver = chromium(tmp_path)
+    driver.implicitly_wait(0)
+    yield router, ui, driver, store, engines
+    driver.quit()
+    ui.stop()
+    router.stop()
+    store.close()
+
+
+def _wait(driver, pred, timeout=30, what="condition"):
+    from selenium.common.exceptions import WebDriverException
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            v = pred(driver)
+            if v:
+                return v
+        except WebDriverException:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; page text: {driver.find_element('tag name', 'body').text[:800]}")
+
+
+def _css(driver, sel):
+    els = [e for e in driver.find_elements("css selector", sel) if e.is_displayed()]
+    return els[0] if els else None
+
+
+def _button(driver, *labels):
+    for b in driver.find_elements("css selector", "button"):
+        if b.is_displayed() and b.text.strip() in labels:
+            return b
+    return None
+
+
+def create_admin(driver, ui):
+    driver.get(ui.url + "/auth")
+    start = _wait(driver, lambda d: _button(d, "Get started", "Get Started") or _css(d, "input[type=email]"), 60,
+                  "the onboarding page")
+    if start.tag_name == "button":
+        start.click()
+    _wait(driver, lambda d: _css(d, "input[type=email]"), 30, "the sign-up form")
+    name = _wait(driver, lambda d: _css(d, "input[autocomplete=name]") or _css(d, "input[name=name]"), 10, "name")
+    name.send_keys(ADMIN["name"])
+    _css(driver, "input[type=email]").send_keys(ADMIN["email"])
+    _css(driver, "input[type=password]").send_keys(ADMIN["password"])
+    _css(driver, "input[type=password]").submit()
+    _wait(driver, lambda d: _css(d, "#chat-input"), 60, "the chat page after sign-up")
+    for _ in range(3):   # a release-notes / welcome dialog may cover the page
+        b = _button(driver, "Okay, Let's Go!", "Okay, Let's Go!", "Close")
+        if b:
+            b.click()
+
+
+def send(driver, text):
+    box = _wait(driver, lambda d: _css(d, "#chat-input"), 30, "the message box")
+    box.click()
+    box.send_keys(text)
+    btn = _wait(driver, lambda d: _css(d, "#send-message-button"), 10, "the send button")
+    btn.click()
+
+
+def assistant_text(driver) -> str:
+    els = driver.find_elements("css selector", "#response-content-container")
+    return els[-1].text if els else ""
+
+
+def ledger(store_path):
+    c = sqlite3.connect(store_path)
+    try:
+        return c.execute("SELECT app, route, total_tokens, status FROM usage ORDER BY ts").fetchall()
+    finally:
+        c.close()
+
+
+def test_chat_through_the_router_in_chromium(stack, tmp_path):
+    router, ui, driver, store, engines = stack
+    create_admin(driver, ui)
+    models = httpx.get(ui.url + "/api/models", timeout=10,
+                       headers={"Authorization": "Bearer " + driver.execute_script(
+                           "return localStorage.token")}).json()
+    assert "homelab/auto" in [m["id"] for m in models["data"]]
+    send(driver, "tell me about the weather")
+    _wait(driver, lambda d: "mouth-2" in assistant_text(d), 60, "the streamed answer")
+    assert assistant_text(driver).split() == ["mouth-0", "mouth-1", "mouth-2"]
+    router.sync()
+    assert router.app.access.flush()
+    rows = ledger(store.path)
+    chats = [r for r in rows if r[0] == "open-webui" and r[3] == 200]
+    assert chats and {r[0] for r in rows} == {"open-webui"}
+    os.makedirs(ROOT / "docs", exist_ok=True)
+    driver.save_screenshot(str(ROOT / "docs" / "open-webui.png"))
+
+    # The engine dies while chatting: the router's error reaches the page; no spinner forever.
+    for e in engines.values():
+        e.stop()
+    send(driver, "tell me about the garden")
+    _wait(driver, lambda d: "503" in d.find_element("tag name", "body").text
+          or "unavailable" in d.find_element("tag name", "body").text.lower(), 60, "the router's error")
+    for e in engines.values():
+        e.start()
+
+    # Open WebUI restarted: the history is still there.
+    ui.stop()
+    ui.start()
+    driver.get(ui.url + "/")
+    _wait(driver, lambda d: "weather" in d.find_element("tag name", "body").text.lower(), 60,
+          "the chat history after the restart")
