@@ -16,7 +16,10 @@ BUILD = ROOT / "tests" / "tools" / "build_open_webui_venv.sh"
 
 
 def open_webui_bin() -> str:
-    """Path of the cached `open-webui` entry point (built from PyPI on first use, a few minutes)."""
+    """Path of the cached `open-webui` entry point (built from PyPI on first use, a few minutes); OPEN_WEBUI_BIN
+    names another install of the same version."""
+    if os.environ.get("OPEN_WEBUI_BIN"):
+        return os.environ["OPEN_WEBUI_BIN"]
     out = subprocess.run([str(BUILD)], check=True, capture_output=True, text=True, timeout=1200)
     return out.stdout.strip().splitlines()[-1]
 
@@ -44,7 +47,7 @@ def owui_env(data_dir: pathlib.Path, router_url: str, key: str) -> dict:
         "RAG_OPENAI_API_KEY": key,
         "RAG_EMBEDDING_MODEL": "homelab/embed",
         "DEFAULT_MODELS": "homelab/auto",
-        "TASK_MODEL_EXTERNAL": "homelab/utility",
+        "TASK_MODEL_EXTERNAL": "homelab/auto",   # the router's ui_housekeeping bucket picks the route
         "ENABLE_SIGNUP": "False",
         "WEBUI_NAME": "Homelab",
         "GLOBAL_LOG_LEVEL": "WARNING",

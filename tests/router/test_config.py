@@ -21,7 +21,7 @@ def test_example_config_is_valid():
     assert validate_dict(example_dict()) == []
     cfg = load_config(EXAMPLE)
     assert set(cfg.routes) == {"eyes", "hands", "brain", "mouth"}
-    assert len(cfg.buckets) == 10
+    assert len(cfg.buckets) == 11
     assert cfg.routes["mouth"].max_concurrency == 3
     assert cfg.routes["brain"].terminal and not cfg.routes["brain"].failover
     assert cfg.routes["eyes"].spill_target(False) == "mouth"

@@ -112,7 +112,7 @@ def assistant_text(driver) -> str:
 def ledger(store_path):
     c = sqlite3.connect(store_path)
     try:
-        return c.execute("SELECT app, route, total_tokens, status FROM usage ORDER BY ts").fetchall()
+        return c.execute("SELECT app, route, end_user, status FROM usage ORDER BY ts").fetchall()
     finally:
         c.close()
 
@@ -127,20 +127,32 @@ def test_chat_through_the_router_in_chromium(stack, tmp_path):
     send(driver, "tell me about the weather")
     _wait(driver, lambda d: "mouth-2" in assistant_text(d), 60, "the streamed answer")
     assert assistant_text(driver).split() == ["mouth-0", "mouth-1", "mouth-2"]
+    assert "homelab/auto" in _css(driver, "#chat-input").find_element(
+        "xpath", "ancestor::form").text, "the model picker shows homelab/auto"
+    assert any(b.get("stream") is True for b in engines["mouth"].requests), "Open WebUI streamed the answer"
     router.sync()
     assert router.app.access.flush()
     rows = ledger(store.path)
-    chats = [r for r in rows if r[0] == "open-webui" and r[3] == 200]
-    assert chats and {r[0] for r in rows} == {"open-webui"}
+    assert rows and all(r[0] == "open-webui" and r[3] == 200 for r in rows), rows
+    assert {r[2] for r in rows} == {ADMIN["email"]}, rows          # the person behind the app's key
+    # The answer and the housekeeping calls (title, tags, follow-ups) went to the cheap route, never the senior one.
+    assert {r[1] for r in rows} == {"mouth"}, rows
+    assert engines["brain"].requests == []
     os.makedirs(ROOT / "docs", exist_ok=True)
     driver.save_screenshot(str(ROOT / "docs" / "open-webui.png"))
 
     # The engine dies while chatting: the router's error reaches the page; no spinner forever.
     for e in engines.values():
         e.stop()
+    direct = httpx.post(router.url + "/v1/chat/completions", timeout=30,
+                        headers={"Authorization": "Bearer " + ui.env["OPENAI_API_KEYS"]},
+                        json={"model": "homelab/auto", "messages": [{"role": "user", "content": "tell me about it"}]})
+    assert direct.status_code == 503, direct.text
+    message = direct.json()["error"]["message"]
+    t0 = time.time()
     send(driver, "tell me about the garden")
-    _wait(driver, lambda d: "503" in d.find_element("tag name", "body").text
-          or "unavailable" in d.find_element("tag name", "body").text.lower(), 60, "the router's error")
+    _wait(driver, lambda d: message in d.find_element("tag name", "body").text, 30, "the router's error")
+    assert time.time() - t0 < 30
     for e in engines.values():
         e.start()
 
