@@ -1,10 +1,12 @@
 """End to end in a real browser: Debian's headless Chromium -> the real Open WebUI (pinned, the role's settings) ->
 the real homelab-router (per-app key, ledger) -> loopback engines. Create the admin account, pick homelab/auto, send
 a prompt, see the streamed answer; the ledger attributes it to the open-webui key. Faults: the engine down while
-chatting shows the router's error (no hang); Open WebUI restarted keeps the history. Writes docs/open-webui.png."""
+chatting shows the router's error (no hang); Open WebUI restarted keeps the history. HOMELAB_UPDATE_SCREENSHOTS=1
+refreshes docs/open-webui.png."""
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 
@@ -19,6 +21,7 @@ from router_app.access.store import Store
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
+ROUTER_503 = re.compile(r"route '\w+' (?:is unavailable|failed \(\w+\)) and no fallback can take this request")
 ADMIN = {"name": "Household Admin", "email": "admin@home.arpa", "password": "correct-horse-battery"}
 
 
@@ -66,21 +69,36 @@ def _wait(driver, pred, timeout=30, what="condition"):
 
 
 def _css(driver, sel):
-    els = [e for e in driver.find_elements("css selector", sel) if e.is_displayed()]
+    from selenium.common.exceptions import StaleElementReferenceException
+    try:
+        els = [e for e in driver.find_elements("css selector", sel) if e.is_displayed()]
+    except StaleElementReferenceException:   # the page re-rendered under us: the caller looks again
+        return None
     return els[0] if els else None
 
 
 def _button(driver, *labels):
-    for b in driver.find_elements("css selector", "button"):
-        if b.is_displayed() and b.text.strip() in labels:
-            return b
+    from selenium.common.exceptions import StaleElementReferenceException
+    try:
+        for b in driver.find_elements("css selector", "button"):
+            if b.is_displayed() and b.text.strip() in labels:
+                return b
+    except StaleElementReferenceException:
+        return None
     return None
 
 
 def create_admin(driver, ui):
-    driver.get(ui.url + "/auth")
-    start = _wait(driver, lambda d: _button(d, "Get started", "Get Started") or _css(d, "input[type=email]"), 60,
-                  "the onboarding page")
+    start = None
+    for attempt in range(3):   # on a loaded machine the app's first render can miss a load event: load it again
+        driver.get(ui.url + "/auth")
+        try:
+            start = _wait(driver, lambda d: _button(d, "Get started", "Get Started") or _css(d, "input[type=email]"),
+                          60, "the onboarding page")
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     if start.tag_name == "button":
         start.click()
     _wait(driver, lambda d: _css(d, "input[type=email]"), 30, "the sign-up form")
@@ -89,11 +107,22 @@ def create_admin(driver, ui):
     _css(driver, "input[type=email]").send_keys(ADMIN["email"])
     _css(driver, "input[type=password]").send_keys(ADMIN["password"])
     _css(driver, "input[type=password]").submit()
-    _wait(driver, lambda d: _css(d, "#chat-input"), 60, "the chat page after sign-up")
+    for attempt in range(3):   # a JS chunk that timed out on a loaded machine shows SvelteKit's "500": load again
+        try:
+            _wait(driver, lambda d: _css(d, "#chat-input"), 45, "the chat page after sign-up")
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
+            driver.get(ui.url + "/")
+    from selenium.common.exceptions import WebDriverException
     for _ in range(3):   # a release-notes / welcome dialog may cover the page
-        b = _button(driver, "Okay, Let's Go!", "Okay, Let's Go!", "Close")
+        b = _button(driver, "Okay, Let's Go!", "Close")
         if b:
-            b.click()
+            try:
+                b.click()
+            except WebDriverException:
+                pass
 
 
 def send(driver, text):
@@ -138,27 +167,38 @@ def test_chat_through_the_router_in_chromium(stack, tmp_path):
     # The answer and the housekeeping calls (title, tags, follow-ups) went to the cheap route, never the senior one.
     assert {r[1] for r in rows} == {"mouth"}, rows
     assert engines["brain"].requests == []
-    os.makedirs(ROOT / "docs", exist_ok=True)
-    driver.save_screenshot(str(ROOT / "docs" / "open-webui.png"))
+    shot = tmp_path / "open-webui.png"
+    assert driver.save_screenshot(str(shot))
+    if os.environ.get("HOMELAB_UPDATE_SCREENSHOTS"):   # refresh the README's picture: docs/open-webui.png
+        (ROOT / "docs").mkdir(exist_ok=True)
+        (ROOT / "docs" / "open-webui.png").write_bytes(shot.read_bytes())
 
     # The engine dies while chatting: the router's error reaches the page; no spinner forever.
     for e in engines.values():
         e.stop()
+    t0 = time.time()
+    send(driver, "tell me about the garden")
+    _wait(driver, lambda d: "no fallback can take this request" in d.find_element("tag name", "body").text, 30,
+          "the router's error")
+    assert time.time() - t0 < 30
+    # the router's own 503 message (its wording; the first call finds the route dead, later ones find it marked down)
+    shown = ROUTER_503.search(driver.find_element("tag name", "body").text)
+    assert shown, "the router's 503 message is shown as it is"
     direct = httpx.post(router.url + "/v1/chat/completions", timeout=30,
                         headers={"Authorization": "Bearer " + ui.env["OPENAI_API_KEYS"]},
                         json={"model": "homelab/auto", "messages": [{"role": "user", "content": "tell me about it"}]})
     assert direct.status_code == 503, direct.text
-    message = direct.json()["error"]["message"]
-    t0 = time.time()
-    send(driver, "tell me about the garden")
-    _wait(driver, lambda d: message in d.find_element("tag name", "body").text, 30, "the router's error")
+    assert ROUTER_503.fullmatch(direct.json()["error"]["message"])
     assert time.time() - t0 < 30
     for e in engines.values():
         e.start()
 
     # Open WebUI restarted: the history is still there.
+    chat_url = driver.current_url
+    assert "/c/" in chat_url, chat_url
     ui.stop()
     ui.start()
-    driver.get(ui.url + "/")
-    _wait(driver, lambda d: "weather" in d.find_element("tag name", "body").text.lower(), 60,
+    driver.get(chat_url)          # same session: the signing key is the same across restarts, as the role keeps it
+    _wait(driver, lambda d: "mouth-0 mouth-1 mouth-2" in d.find_element("tag name", "body").text, 90,
           "the chat history after the restart")
+    assert "tell me about the weather" in driver.find_element("tag name", "body").text
