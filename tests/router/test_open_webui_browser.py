@@ -5,6 +5,7 @@ chatting shows the router's error (no hang); Open WebUI restarted keeps the hist
 refreshes docs/open-webui.png."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -167,6 +168,13 @@ def test_chat_through_the_router_in_chromium(stack, tmp_path):
     # The answer and the housekeeping calls (title, tags, follow-ups) went to the cheap route, never the senior one.
     assert {r[1] for r in rows} == {"mouth"}, rows
     assert engines["brain"].requests == []
+
+    def housekeeping():   # Open WebUI's title/tags/follow-up prompts, classified by the ui_housekeeping bucket
+        router.flush_logs()
+        lines = (tmp_path / "logs" / "router-decisions.jsonl").read_text().splitlines()
+        return [d for d in map(json.loads, lines) if d.get("bucket") == "ui_housekeeping"]
+    _wait(driver, lambda d: housekeeping(), 60, "a housekeeping call from Open WebUI")
+    assert {d["route"] for d in housekeeping()} == {"mouth"}
     shot = tmp_path / "open-webui.png"
     assert driver.save_screenshot(str(shot))
     if os.environ.get("HOMELAB_UPDATE_SCREENSHOTS"):   # refresh the README's picture: docs/open-webui.png
