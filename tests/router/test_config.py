@@ -44,7 +44,7 @@ def mutated(fn):
     (lambda c: c["size_promotions"].update(nope=[{"over_tokens": 1, "route": "brain"}]), "size_promotions.nope",
      "unknown bucket"),
     (lambda c: c["embeddings"].update(route="ghost"), "embeddings.route", "unknown route"),
-    (lambda c: c["tie_break"].append("ghost"), "tie_break[9]", "unknown bucket"),
+    (lambda c: c["tie_break"].append("ghost"), "tie_break[10]", "unknown bucket"),
     (lambda c: c["routes"]["hands"]["aliases"].append("homelab/vision"), "routes.hands.aliases[2]",
      "duplicate alias"),
     (lambda c: c["routes"]["eyes"].update(spill="mouth"), "routes.eyes.spill", "no vision"),

@@ -30,11 +30,12 @@ def _enforced(url, deadline=5.0):
 
 
 def test_forwarded_user_lands_in_the_ledger(make_router, tmp_path):
+    (tmp_path / "state").mkdir()
     store_path = str(tmp_path / "state" / "router.sqlite3")
-    r = make_router(store_path=store_path, auth="required")
     store = Store(store_path)
     try:
-        _, key = store.create_key("open-webui")
+        _, key = store.create_key("open-webui")    # before the router starts: it knows the key from the first call
+        r = make_router(store_path=store_path, auth="required")
         _enforced(r.url)
         auth = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=r.url, timeout=10) as c:
