@@ -48,6 +48,8 @@ def owui_env(data_dir: pathlib.Path, router_url: str, key: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
     env.update(role_env(open_webui_data_dir=str(data_dir), open_webui_router_url=router_url + "/v1",
                         open_webui_router_api_key=key, open_webui_model_list_timeout_s=3,
+                        # preselect another model, so that picking homelab/auto in the page is a real choice
+                        open_webui_default_model="homelab/chat",
                         # the test has no embeddings route; homelab/auto exercises the ui_housekeeping bucket
                         open_webui_task_model="homelab/auto", open_webui_extra_env={"GLOBAL_LOG_LEVEL": "WARNING"}))
     env["WEBUI_SECRET_KEY"] = "test-secret-key-for-the-browser-test"

@@ -126,6 +126,14 @@ def create_admin(driver, ui):
                 pass
 
 
+def pick_model(driver, model):
+    _wait(driver, lambda d: _css(d, "#model-selector-model-button"), 30, "the model picker").click()
+    search = _wait(driver, lambda d: _css(d, "#model-search-input"), 10, "the model search box")
+    search.send_keys(model)
+    _wait(driver, lambda d: _css(d, f'[aria-label="Select {model} model"]'), 10, f"{model} in the list").click()
+    _wait(driver, lambda d: model == _css(d, "#model-selector-model-button").text.strip(), 10, f"{model} picked")
+
+
 def send(driver, text):
     box = _wait(driver, lambda d: _css(d, "#chat-input"), 30, "the message box")
     box.click()
@@ -154,11 +162,11 @@ def test_chat_through_the_router_in_chromium(stack, tmp_path):
                        headers={"Authorization": "Bearer " + driver.execute_script(
                            "return localStorage.token")}).json()
     assert "homelab/auto" in [m["id"] for m in models["data"]]
+    assert _css(driver, "#model-selector-model-button").text.strip() == "homelab/chat"   # the preselected one
+    pick_model(driver, "homelab/auto")
     send(driver, "tell me about the weather")
     _wait(driver, lambda d: "mouth-2" in assistant_text(d), 60, "the streamed answer")
     assert assistant_text(driver).split() == ["mouth-0", "mouth-1", "mouth-2"]
-    assert "homelab/auto" in _css(driver, "#chat-input").find_element(
-        "xpath", "ancestor::form").text, "the model picker shows homelab/auto"
     assert any(b.get("stream") is True for b in engines["mouth"].requests), "Open WebUI streamed the answer"
     router.sync()
     assert router.app.access.flush()
@@ -174,6 +182,9 @@ def test_chat_through_the_router_in_chromium(stack, tmp_path):
         lines = (tmp_path / "logs" / "router-decisions.jsonl").read_text().splitlines()
         return [d for d in map(json.loads, lines) if d.get("bucket") == "ui_housekeeping"]
     _wait(driver, lambda d: housekeeping(), 60, "a housekeeping call from Open WebUI")
+    decisions = [json.loads(x) for x in (tmp_path / "logs" / "router-decisions.jsonl").read_text().splitlines()]
+    answer = [d for d in decisions if d.get("stream")]
+    assert answer and answer[0]["bucket"] == "general_chat" and answer[0]["reason"] == "bucket_match", answer
     assert {d["route"] for d in housekeeping()} == {"mouth"}
     shot = tmp_path / "open-webui.png"
     assert driver.save_screenshot(str(shot))
