@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 
 # System packages the tests and the lab need (Debian/Ubuntu names).
 APT_PACKAGES := podman runc debootstrap uidmap slirp4netns fuse-overlayfs iproute2 jq \
-                build-essential cmake ninja-build git curl python3-venv ca-certificates wrk
+                build-essential cmake ninja-build git curl python3-venv ca-certificates wrk \
+                chromium chromium-driver
 
 .PHONY: help deps venv image test test-fast lint bench bench-hub lab lab-down
 
@@ -43,8 +44,8 @@ image: deps ## build the podman systemd test image (cached)
 test: deps venv image ## run every test layer
 	@$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
 
-test-fast: venv ## unit and API-level tests only (no containers)
-	@$(VENV)/bin/python -m pytest tests -m "not molecule and not lab" $(PYTEST_ARGS)
+test-fast: venv ## unit and API-level tests only (no containers, no browser)
+	@$(VENV)/bin/python -m pytest tests -m "not molecule and not lab and not browser" $(PYTEST_ARGS)
 
 lint: venv ## yamllint + ansible-lint
 	@$(VENV)/bin/yamllint -s .

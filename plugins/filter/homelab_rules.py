@@ -235,11 +235,24 @@ def rules_proxmox_lxc(v: Mapping[str, Any]) -> list[Problem]:
     return _required(v, "proxmox_lxc_api_token_id", why) + _required(v, "proxmox_lxc_api_token_secret", why)
 
 
+def rules_open_webui(v: Mapping[str, Any]) -> list[Problem]:
+    out: list[Problem] = []
+    if not (isinstance(v.get("open_webui_router_api_key"), str) and v["open_webui_router_api_key"].strip()):
+        out.append(("open_webui_router_api_key", "is required when open_webui_enabled: create the key with "
+                    "`homelab-router keys create --app open-webui` and set vault_open_webui_router_api_key"))
+    if not re.fullmatch(r"https?://[^/\s]+/v1", str(v.get("open_webui_router_url"))):
+        out.append(("open_webui_router_url", f"must be the router's base URL ending in /v1, got "
+                                             f"{v.get('open_webui_router_url')!r}"))
+    if not _port(v.get("open_webui_listen_port")):
+        out.append(("open_webui_listen_port", f"must be a port 1-65535, got {v.get('open_webui_listen_port')!r}"))
+    return out
+
+
 RULES: dict[str, Callable[[Mapping[str, Any]], list[Problem]]] = {
     "common": rules_common, "vllm": rules_vllm, "llama_server": rules_llama_server, "ollama": rules_ollama,
     "lmstudio": rules_lmstudio, "engine_lockdown": rules_engine_lockdown, "nvidia_driver": rules_nvidia_driver,
     "router": rules_router, "caddy": rules_caddy, "netdata": rules_netdata, "wireguard": rules_wireguard,
-    "opnsense_vlans": rules_opnsense_vlans, "proxmox_lxc": rules_proxmox_lxc,
+    "opnsense_vlans": rules_opnsense_vlans, "proxmox_lxc": rules_proxmox_lxc, "open_webui": rules_open_webui,
 }
 
 

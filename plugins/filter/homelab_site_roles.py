@@ -69,6 +69,7 @@ ROLE_KEYS: dict[str, tuple[str, ...]] = {
     "opnsense_vlans": ("opnsense_vlans_api_key", "opnsense_vlans_api_secret", "opnsense_vlans_api_url",
                        "opnsense_vlans_vlans"),
     "proxmox_lxc": ("proxmox_lxc_api_token_id", "proxmox_lxc_api_token_secret"),
+    "open_webui": ("open_webui_router_api_key", "open_webui_router_url", "open_webui_listen_port"),
 }
 # Inventory variables the derived defaults read (besides homelab_address, engines, gpus).
 SOURCE_KEYS = ("homelab_mac", "vault_router_admin_key", "vault_netdata_stream_api_key", "vault_opnsense_api_key",
@@ -102,6 +103,8 @@ def roles_for_host(groups: Mapping[str, list[str]], host: str, hv: Mapping[str, 
         out.append("lmstudio")
     if member("gateway"):
         out += [r for r in ("common", "router", "caddy") if r not in out]
+        if str(hv.get("open_webui_enabled", False)).strip().lower() in ("true", "yes", "1", "on"):
+            out.append("open_webui")
     if member("netdata"):
         out.append("netdata")
     if member("wireguard"):

@@ -238,7 +238,7 @@ class AccessController(ReportMixin, AuditMixin):
 
     def admit(self, principal: Optional[Principal], route: str, est_tokens: int, *,
               max_tokens: Optional[int] = None, request_id: Optional[str] = None,
-              body: Any = None) -> Optional[Ticket]:
+              body: Any = None, end_user: Optional[str] = None) -> Optional[Ticket]:
         """Rate check, then budget reservation (estimated prompt tokens +
         max_tokens, or ``default_reserve_tokens``). Raises ApiError(429)."""
         if principal is None:
@@ -308,7 +308,7 @@ class AccessController(ReportMixin, AuditMixin):
             raise err
         lid = f"{self._id_prefix}-{next(self._ids)}"
         prompt = _prompt_text(body) if (self.settings.log_prompts and body is not None) else None
-        return Ticket(lid, request_id or lid, app, kid, route, need, est, now, prompt)
+        return Ticket(lid, request_id or lid, app, kid, route, need, est, now, prompt, end_user=end_user)
 
     def settle(self, ticket: Optional[Ticket], usage: Optional[dict], *, route: str, bucket: str,
                status: int, latency_ms: float, estimated: bool = False) -> Optional["asyncio.Future"]:
@@ -345,7 +345,7 @@ class AccessController(ReportMixin, AuditMixin):
             if status >= 400:
                 m.errors[k] = m.errors.get(k, 0) + 1
         row = UsageRow(ticket.ledger_id, now, ticket.app, ticket.kid, route, bucket, pt, ct, tt,
-                       estimated, status, round(latency_ms, 3), ticket.request_id)
+                       estimated, status, round(latency_ms, 3), ticket.request_id, ticket.end_user)
         audit = self._audit_line(now, ticket.request_id, ticket.app, route, bucket, status,
                                  latency_ms, pt, ct, tt, estimated, ticket.prompt)
         if alone and self.writer.try_inline(row, audit):

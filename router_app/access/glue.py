@@ -39,7 +39,8 @@ def admit(access: Any, principal: Any, d: Any, ctx: Any, body: dict) -> Any:
             access.log_structured({"time": time.time(), "request_id": ctx.req_id, "bucket": d.bucket,
                                    "outcome": "stream_not_validated", "route": d.route, "attempts": []})
     if _is_ours(access):
-        return access.admit(principal, d.route, d.est_tokens, request_id=ctx.req_id, body=body)
+        return access.admit(principal, d.route, d.est_tokens, request_id=ctx.req_id, body=body,
+                            end_user=getattr(ctx, "end_user", None))
     return access.admit(principal, d.route, d.est_tokens)
 
 

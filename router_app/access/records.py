@@ -29,6 +29,7 @@ class Ticket:
     t0: float
     prompt: Optional[str] = None
     settled: bool = False
+    end_user: Optional[str] = None   # the app's own user, when the app names one
 
 
 class _Metrics:

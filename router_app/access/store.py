@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 KEY_PREFIX = "hlr"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: usage.end_user
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS usage (
     total_tokens      INTEGER NOT NULL DEFAULT 0,
     estimated         INTEGER NOT NULL DEFAULT 0,
     status            INTEGER,
-    latency_ms        REAL
+    latency_ms        REAL,
+    end_user          TEXT              -- the app's own user (X-OpenWebUI-User-Email), NULL if none
 );
 CREATE INDEX IF NOT EXISTS usage_app_day ON usage(app, day);
 CREATE INDEX IF NOT EXISTS usage_app_month ON usage(app, month);
@@ -162,12 +163,13 @@ class UsageRow:
     status: Optional[int]
     latency_ms: Optional[float]
     request_id: Optional[str] = None
+    end_user: Optional[str] = None
 
     def as_tuple(self) -> tuple:
         return (
             self.id, self.request_id, self.ts, *utc_periods(self.ts), self.app, self.kid,
             self.route, self.bucket, int(self.prompt_tokens), int(self.completion_tokens),
-            int(self.total_tokens), 1 if self.estimated else 0, self.status, self.latency_ms,
+            int(self.total_tokens), 1 if self.estimated else 0, self.status, self.latency_ms, self.end_user,
         )
 
 
@@ -210,6 +212,13 @@ class Store:
             pass
         with self._lock:
             self.conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            cols = {r[1] for r in self.conn.execute("PRAGMA table_info(usage)")}
+            if "end_user" not in cols:   # a version-1 file: add the column (NULL for the old rows)
+                try:
+                    self.conn.execute("ALTER TABLE usage ADD COLUMN end_user TEXT")
+                except sqlite3.OperationalError as e:   # another process added it first
+                    if "duplicate column" not in str(e):
+                        raise
             self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -341,8 +350,8 @@ class Store:
             before = c.total_changes
             c.executemany(
                 "INSERT OR IGNORE INTO usage (id, request_id, ts, day, month, app, kid, route, bucket, "
-                "prompt_tokens, completion_tokens, total_tokens, estimated, status, latency_ms) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data)
+                "prompt_tokens, completion_tokens, total_tokens, estimated, status, latency_ms, end_user) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data)
             return c.total_changes - before
 
         return self._tx(fn)

@@ -6,12 +6,16 @@ from typing import Optional
 
 from ..decision.policy import Decision
 
+# An app that serves several people (Open WebUI with ENABLE_FORWARD_USER_INFO_HEADERS) names the person behind a
+# call; the ledger keeps it beside the app's key. A label only: keys, budgets and limits stay per app.
+_USER_HEADERS = (b"x-openwebui-user-email", b"x-openwebui-user-id")
+
 
 class Ctx:
     __slots__ = ("cloud_hold", "t0", "req_id", "endpoint", "rt", "body", "decision", "principal", "ticket", "stream",
                  "client_usage", "usage_added", "route", "bucket", "reason", "hops", "status", "usage",
                  "overhead_ms", "error_code", "authz", "route_hdr", "bucket_hdr", "client_host", "body_s",
-                 "upstream_s", "queue_s", "allowed", "surface", "catalog", "catalog_begun")
+                 "upstream_s", "queue_s", "allowed", "surface", "catalog", "catalog_begun", "end_user")
 
     def __init__(self, t0: float, req_id: str, endpoint: str, rt):
         self.t0, self.req_id, self.endpoint, self.rt = t0, req_id, endpoint, rt
@@ -35,6 +39,7 @@ class Ctx:
         self.authz = self.route_hdr = self.bucket_hdr = None
         self.client_host = ""
         self.allowed = None
+        self.end_user = None          # the calling app's own user (X-OpenWebUI-User-Email / -Id), a ledger label
         self.body_s = 0.0             # the client's upload time
         self.upstream_s = 0.0         # every engine attempt, failed ones included
         self.queue_s = 0.0            # waiting for a slot
@@ -50,7 +55,7 @@ class Ctx:
 def begin(scope, endpoint: str, rt, new_id) -> Ctx:
     """Reads the request's headers once (nothing of the body yet)."""
     t0 = time.perf_counter()
-    rid = authz = route_hdr = bucket_hdr = None
+    rid = authz = route_hdr = bucket_hdr = user = None
     for k, v in scope["headers"]:
         if k == b"authorization":
             authz = v.decode("latin-1")
@@ -60,8 +65,10 @@ def begin(scope, endpoint: str, rt, new_id) -> Ctx:
             bucket_hdr = v.decode("latin-1").strip()
         elif k == b"x-request-id":
             rid = v.decode("latin-1")[:64]
+        elif k in _USER_HEADERS and (user is None or k == b"x-openwebui-user-email"):
+            user = v.decode("latin-1").strip()[:200] or None
     ctx = Ctx(t0, rid or new_id(), endpoint, rt)
-    ctx.authz, ctx.route_hdr, ctx.bucket_hdr = authz, route_hdr, bucket_hdr
+    ctx.authz, ctx.route_hdr, ctx.bucket_hdr, ctx.end_user = authz, route_hdr, bucket_hdr, user
     client = scope.get("client")
     ctx.client_host = client[0] if client else ""
     return ctx

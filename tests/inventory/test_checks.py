@@ -240,7 +240,7 @@ CASES = {
     "bucket keywords not list": (lambda m: m["site"]["router_buckets"]["coding"].update(keywords="code"),
                                  "ai-gateway", "router_buckets.coding.keywords", "list"),
     "tie_break unknown bucket": (lambda m: m["site"]["router_tie_break"].append("chat"), "ai-gateway",
-                                 "router_tie_break[9]", "'chat'", "does not define"),
+                                 "router_tie_break[10]", "'chat'", "does not define"),
     "promotion to missing route": (lambda m: m["site"]["router_size_promotions"]["fast"][1].update(route="brian"),
                                    "ai-gateway", "router_size_promotions.fast[1].route", "'brian'"),
     "promotion for missing bucket": (lambda m: m["site"]["router_size_promotions"].update(chat=[]), "ai-gateway",

@@ -164,3 +164,17 @@ def test_shared_plugin_dir_is_configured_for_ansible_and_molecule():
     assert re.search(r"^filter_plugins = plugins/filter$", (REPO / "ansible.cfg").read_text(), re.M)
     assert "plugins/filter" in (REPO / ".config" / "molecule" / "config.yml").read_text()
     assert Path(rules.__file__).resolve().parent == REPO / "plugins" / "filter"
+
+
+def test_open_webui_runs_on_the_gateway_only_when_enabled_and_needs_its_router_key():
+    groups = {"gateway": ["ai-gateway"]}
+    assert "open_webui" not in site.roles_for_host(groups, "ai-gateway", {})
+    assert site.roles_for_host(groups, "ai-gateway", {"open_webui_enabled": True})[-1] == "open_webui"
+    v = _vars("router")
+    v.update({k: val for k, val in site.literal_defaults("open_webui").items() if k.startswith("open_webui_")})
+    assert _fields(rules.rules_open_webui(v)) == ["open_webui_router_api_key"]
+    v.update(open_webui_router_api_key="hlr_0123456789ab_secret", open_webui_router_url="http://127.0.0.1:4000")
+    problems = rules.rules_open_webui(v)
+    assert _fields(problems) == ["open_webui_router_url"] and "hlr_0123" not in str(problems)
+    v.update(open_webui_router_url="http://127.0.0.1:4000/v1")
+    assert rules.rules_open_webui(v) == []

@@ -21,7 +21,7 @@ def test_example_config_is_valid():
     assert validate_dict(example_dict()) == []
     cfg = load_config(EXAMPLE)
     assert set(cfg.routes) == {"eyes", "hands", "brain", "mouth"}
-    assert len(cfg.buckets) == 10
+    assert len(cfg.buckets) == 11
     assert cfg.routes["mouth"].max_concurrency == 3
     assert cfg.routes["brain"].terminal and not cfg.routes["brain"].failover
     assert cfg.routes["eyes"].spill_target(False) == "mouth"
@@ -44,7 +44,7 @@ def mutated(fn):
     (lambda c: c["size_promotions"].update(nope=[{"over_tokens": 1, "route": "brain"}]), "size_promotions.nope",
      "unknown bucket"),
     (lambda c: c["embeddings"].update(route="ghost"), "embeddings.route", "unknown route"),
-    (lambda c: c["tie_break"].append("ghost"), "tie_break[9]", "unknown bucket"),
+    (lambda c: c["tie_break"].append("ghost"), "tie_break[10]", "unknown bucket"),
     (lambda c: c["routes"]["hands"]["aliases"].append("homelab/vision"), "routes.hands.aliases[2]",
      "duplicate alias"),
     (lambda c: c["routes"]["eyes"].update(spill="mouth"), "routes.eyes.spill", "no vision"),
