@@ -185,3 +185,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, lambda *_: bridge.stop())
     bridge.run()
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

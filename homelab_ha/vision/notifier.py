@@ -251,3 +251,7 @@ def main(argv=None) -> int:
     done.wait()
     notifier.stop()
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
