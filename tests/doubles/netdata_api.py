@@ -128,3 +128,23 @@ class NetdataDouble:
             self._srv.shutdown()
             self._srv.server_close()
             self._srv = None
+
+
+def main() -> None:
+    """``python3 netdata_api.py --port 19999 --host NAME[:gpu|:unified] ...`` (the Molecule scenario's stand-in)."""
+    import argparse
+    ap = argparse.ArgumentParser(description="Netdata parent API double (TEST DOUBLE)")
+    ap.add_argument("--port", type=int, default=19999)
+    ap.add_argument("--host", action="append", default=[])
+    args = ap.parse_args()
+    hosts = {}
+    for spec in args.host or ["localhost"]:
+        name, _, kind = spec.partition(":")
+        hosts[name] = {**base_host(), **(pythond_gpu(0) if kind == "gpu" else {}),
+                       **(god_gpu_unified() if kind == "unified" else {})}
+    NetdataDouble(hosts, port=args.port)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
