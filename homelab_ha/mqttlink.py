@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ class BrokerSettings:
     client_id: str = "homelab-ha"
     tls_ca: str | None = None
     keepalive: int = 30
+    session_expiry_s: int = 3600
 
 
 class PublishFailed(RuntimeError):
@@ -37,6 +40,8 @@ class MqttLink:
         self.status_topic = status_topic
         self.online, self.offline = online, offline
         self.connected = threading.Event()
+        self.subscribed = threading.Event()   # the broker acknowledged every subscription of this connection
+        self._sub_mid: int | None = None
         self.on_connect_hooks: list[Callable[[], None]] = []
         self._subs: dict[str, Callable[[str, bytes], None]] = {}
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=settings.client_id,
@@ -51,14 +56,20 @@ class MqttLink:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
         self._refused: dict[int, str] = {}   # mid -> PUBACK reason of a refused publish (MQTT 5, e.g. ACL)
         self.client = c
 
     # -------------------------------------------------------------- lifecycle
     def start(self, wait_s: float = 10.0) -> bool:
-        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
+        """Connect (a persistent session: QoS 1 messages sent while this client is away are kept for it for
+        ``session_expiry_s``) and wait until connected and subscribed."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.settings.session_expiry_s
+        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive,
+                                  clean_start=False, properties=props)
         self.client.loop_start()
-        return self.connected.wait(wait_s)
+        return self.connected.wait(wait_s) and (not self._subs or self.subscribed.wait(wait_s))
 
     def stop(self) -> None:
         if self.connected.is_set():
@@ -102,8 +113,9 @@ class MqttLink:
             return
         log.info("mqtt: connected to %s:%s", self.settings.host, self.settings.port)
         client.publish(self.status_topic, self.online, qos=1, retain=True)
-        for topic in self._subs:
-            client.subscribe(topic, qos=1)
+        self.subscribed.clear()
+        if self._subs:
+            _, self._sub_mid = client.subscribe([(t, 1) for t in self._subs])
         self.connected.set()
         for hook in self.on_connect_hooks:
             threading.Thread(target=self._run_hook, args=(hook,), daemon=True).start()
@@ -114,6 +126,13 @@ class MqttLink:
             hook()
         except Exception:  # noqa: BLE001 - a hook failing must not kill the link
             log.exception("mqtt: on-connect hook failed")
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        if mid == self._sub_mid:
+            refused = [str(rc) for rc in reason_codes if rc.is_failure]
+            if refused:
+                log.warning("mqtt: subscriptions refused: %s", ", ".join(refused))
+            self.subscribed.set()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         if reason_code is not None and reason_code.is_failure:

@@ -12,7 +12,7 @@ from homelab_ha import config
 from homelab_ha.bridge import Bridge
 from netdata_api import NetdataDouble, base_host, god_gpu_unified, pythond_gpu
 
-from conftest import USERS, HASubscriber
+from ha_rig import USERS, HASubscriber
 
 
 @pytest.fixture

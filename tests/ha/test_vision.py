@@ -17,7 +17,7 @@ from homelab_ha.vision.dedup import Deduper
 from homelab_ha.vision.notifier import INGEST_TOKEN_ENV, Notifier
 from homelab_ha.vision.triggers import CameraEvent
 
-from conftest import USERS, publisher
+from ha_rig import USERS, publisher
 
 IMAGE = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00test-camera-frame\xff\xd9"   # JPEG-framed bytes (no model decodes them)
 NEG = json.dumps({"verdict": "negative", "confidence": 0.97, "summary": "empty driveway, moving shadows"})

@@ -87,8 +87,7 @@ def test_discovery_and_state_of_every_netdata_host(lab):
         d = configs[nid]
         assert d["state_topic"] == f"homelab/netdata/{h}/state"
         assert all(c["p"] == "sensor" and c["expire_after"] >= 15 for c in d["cmps"].values())
-        assert {"cpu", "ram_pct", "load1"} <= {k.split("_", 2)[-1] if k.count("_") >= 2 else k
-                                              for k in (c["unique_id"][len(nid) + 1:] for c in d["cmps"].values())}
+        assert {"cpu", "ram_pct", "load1"} <= {uid[len(nid) + 1:] for uid in d["cmps"]}
         state = _sub(lab, f"homelab/netdata/{h}/state", wait=60)
         assert state and "cpu" in json.loads(state[0][1]), h
         assert _sub(lab, f"homelab/netdata/{h}/availability", wait=10)[0][1] == "online"
