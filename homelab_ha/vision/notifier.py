@@ -37,14 +37,16 @@ INGEST_TOKEN_ENV = "HOMELAB_VISION_INGEST_TOKEN"
 
 class DecisionLog:
     def __init__(self, log_dir: str):
-        os.makedirs(log_dir, exist_ok=True)
+        self.log_dir = log_dir
         self.path = os.path.join(log_dir, "vision-decisions.jsonl")
         self._lock = threading.Lock()
 
     def write(self, kind: str, **fields) -> None:
         rec = {"ts": round(time.time(), 3), "kind": kind, **fields}
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec, sort_keys=True, default=str) + "\n")
+        with self._lock:
+            os.makedirs(self.log_dir, exist_ok=True)      # here, not in __init__: `--check` creates nothing
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec, sort_keys=True, default=str) + "\n")
 
 
 class Notifier:

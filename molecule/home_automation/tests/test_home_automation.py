@@ -72,3 +72,8 @@ def test_units_are_hardened(host):
         assert "NoNewPrivileges=yes" in props and "ProtectSystem=strict" in props and "User=homelab-ha" in props
     props = host.check_output("systemctl show mosquitto -p ProtectSystem -p NoNewPrivileges")
     assert "ProtectSystem=strict" in props and "NoNewPrivileges=yes" in props
+
+
+def test_broker_reloads_under_the_hardened_unit(host):
+    assert host.run("systemctl reload mosquitto").rc == 0
+    assert host.service("mosquitto").is_running
