@@ -406,6 +406,12 @@ def phase_secrets(lab: Lab) -> Path:
         "vault_proxmox_token_secret": current.get("vault_proxmox_token_secret") or _uuid(),
         # Defined as in the example's vault; unused (the Windows node's lab stand-in is reached over SSH).
         "vault_windows_password": current.get("vault_windows_password") or secrets.token_urlsafe(16),
+        # MQTT users of the home automation layer (roles/mosquitto) and the vision-notifier's ingest token.
+        "vault_mosquitto_passwords": {u: (current.get("vault_mosquitto_passwords") or {}).get(u)
+                                      or secrets.token_urlsafe(18)
+                                      for u in ("homeassistant", "ha_bridge", "vision_notifier", "frigate")},
+        "vault_vision_notifier_ingest_token": (current.get("vault_vision_notifier_ingest_token")
+                                               or secrets.token_urlsafe(24)),
     }
     for route in routes:
         want["vault_engine_api_keys"].setdefault(route, secrets.token_urlsafe(24))
