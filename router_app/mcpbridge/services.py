@@ -1,17 +1,17 @@
 """The one service interface the MCP tools call (router_app/mcpbridge/tools.py holds no logic of its own).
 
-Today it is backed by what exists:
+Everything goes through the router's admin API on loopback with the admin key -- the same handlers operators call,
+so there is no second implementation:
 
-* the router's admin API on loopback (`/admin/upstreams`, `/admin/drain|undrain/<route>`, `/admin/reload-config`,
-  `/admin/keys`) and `/v1/models` -- the same handlers operators call, so there is no second implementation of
-  drain, reload or route state;
-* the router config file the router was started with (routes know their engine URLs; the `mcp:` section may
-  carry the inventory's node map and the infra allowlist).
+* routes: `/admin/upstreams`, `/admin/drain|undrain/<route>`, `/admin/reload-config`, `/admin/keys`, `/v1/models`;
+* the hub (router_app/hub, issue 13) and the model catalog (router_app/catalog, issue 14): cluster.py
+  (`/admin/nodes`, `/admin/recover-cuda`, `/admin/catalog`, `/admin/placement/{model}`, `/admin/models/load|unload`);
+* the router config file the router was started with (routes know their engine URLs; the `mcp:` section may carry
+  the inventory's node map and the infra allowlist). A router without the hub falls back to this view.
 
-The hooks for the pieces that are being built elsewhere are the `Hooks` fields below. Each is ``None`` today and the
-tool that needs it answers a tool error that names the missing piece (``requires the node agent (issue 13)``,
-``requires the model catalog (issue 14)``). When router_app/hub (issue 13) and router_app/catalog (issue 14) land,
-set the hooks in ``default_hooks()`` to their service functions; the tools and their schemas stay as they are.
+`Hooks` lets a test (or a future in-process embedding) replace one tool's backend; `default_hooks()` sets none, and
+each tool then calls the admin API. infra_list/infra_read stay unwired: the hub's closed command list has no
+file-reading kind yet, and the bridge never runs commands of its own (see README-mcp.md).
 """
 from __future__ import annotations
 
@@ -22,18 +22,19 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from ..decision.config import ConfigInvalid, RouterConfig, load_config
+from .cluster import ClusterOps
+from .errors import ServiceError
 from .settings import BridgeSettings, bridge_settings, router_base_url
 
-NEEDS_AGENT = "requires the node agent (issue 13), which this gateway does not run yet"
-NEEDS_CATALOG = "requires the model catalog (issue 14), which this gateway does not run yet"
+NEEDS_AGENT = ("requires a file-reading command in the hub's closed command list (router_app/hub/commands.py), "
+               "which the node agents do not offer yet")
+NEEDS_HUB = "requires the hub (hub.enabled: true in the router config)"
 OLLAMA_PORT = 11434
 
-
-class ServiceError(Exception):
-    """An answer for the caller (bad argument, refused, missing piece). The tools turn it into a tool error."""
+__all__ = ["Hooks", "ServiceError", "Services", "default_hooks"]
 
 
-# ------------------------------------------------------------------------------------------ hooks (issues 13/14)
+# ------------------------------------------------------------------------------------------ hooks (overrides)
 NodesFn = Callable[[], Awaitable[list[dict[str, Any]]]]                         # hub: nodes, cards, VRAM, health
 CatalogFn = Callable[[], Awaitable[list[dict[str, Any]]]]                       # catalog: models with states
 LoadFn = Callable[[str, Optional[str], bool], Awaitable[dict[str, Any]]]        # (model, node, dry_run)
@@ -54,12 +55,12 @@ class Hooks:
 
 
 def default_hooks() -> Hooks:
-    """Wire router_app.hub / router_app.catalog here when they exist (issues 13 and 14)."""
+    """No overrides: every tool calls the router's admin API (cluster.py for the hub and the catalog)."""
     return Hooks()
 
 
 # ------------------------------------------------------------------------------------------ the service layer
-class Services:
+class Services(ClusterOps):
     def __init__(self, config_path: str, admin_key: Optional[str], hooks: Optional[Hooks] = None,
                  timeout_s: float = 15.0):
         self.config_path = config_path
@@ -90,7 +91,8 @@ class Services:
             self._session = None
 
     # -------------------------------------------------------------------------------- router HTTP (loopback)
-    async def _call(self, method: str, path: str, bearer: Optional[str] = None) -> tuple[int, Any]:
+    async def _call(self, method: str, path: str, bearer: Optional[str] = None,
+                    json: Optional[dict] = None) -> tuple[int, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         headers = {}
@@ -98,7 +100,7 @@ class Services:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         try:
-            async with self._session.request(method, self.router_url + path, headers=headers) as r:
+            async with self._session.request(method, self.router_url + path, headers=headers, json=json) as r:
                 body = await r.json(content_type=None)
                 return r.status, body
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -164,23 +166,43 @@ class Services:
         if status != 200:
             raise ServiceError(f"router answered {status} to GET /v1/models: {body}")
         ups = (await self._admin("GET", "/admin/upstreams"))["routes"]
+        if await self.catalog_or_none() is not None:
+            return await self.models_from_catalog(body.get("data", []), ups)
         by_model = {s["model"]: (n, s) for n, s in ups.items()}
         out = []
         for m in body.get("data", []):
             route, st = by_model.get(m.get("id"), (None, None))
             state = None if st is None else ("drained" if st["drained"] else "ready" if st["healthy"] else "down")
             out.append({"id": m.get("id"), "route": route, "state": state})
-        return {"source": "router", "models": out,
-                "note": "load/unload states come from the model catalog (issue 14); until then a route's "
-                        "model is ready, down or drained"}
+        return {"source": "router", "models": out, "note": "this router serves no model catalog: a route's "
+                                                            "model is ready, down or drained"}
 
-    async def model_load(self, model: str, node: Optional[str], dry_run: bool, unload: bool = False) -> dict:
+    async def model_load(self, model: str, node: Optional[str], dry_run: bool, unload: bool = False,
+                         route: Optional[str] = None) -> dict:
         fn = self.hooks.model_unload if unload else self.hooks.model_load
-        if node is not None:
-            self._node(node)
-        if fn is None:
-            raise ServiceError(f"model_{'unload' if unload else 'load'} {NEEDS_CATALOG}")
-        return await fn(model, node, dry_run)
+        if fn is not None:
+            if node is not None:
+                self._node(node)
+            return await fn(model, node, dry_run)
+        if node is not None and route is None:
+            route = await self._route_on_node(model, node)
+        return await self.catalog_load(model, route, dry_run, unload)
+
+    async def _route_on_node(self, model: str, node: str) -> str:
+        hub = await self.hub_nodes()
+        routes_by_node = ({n["node"]: n.get("routes", []) for n in hub} if hub is not None else
+                          {k: [e["route"] for e in v["engines"] if e["route"]] for k, v in self._derived_nodes().items()})
+        if node not in routes_by_node:
+            raise ServiceError(f"unknown node {node!r}; nodes: {', '.join(routes_by_node) or '(none)'}")
+        cat = {m["id"]: m for m in (await self.catalog()).get("models", [])}
+        if model not in cat:
+            raise ServiceError(f"the catalog has no model {model!r}")
+        here = [r for r in cat[model]["routes"] if r in routes_by_node[node]]
+        if len(here) != 1:
+            raise ServiceError(f"node {node!r} has {len(here) or 'no'} catalogued route(s) for {model!r}"
+                               f"{': ' + ', '.join(here) + ' (give route)' if here else ''}; "
+                               f"the model's routes: {', '.join(cat[model]['routes']) or '(none)'}")
+        return here[0]
 
     # -------------------------------------------------------------------------------- nodes
     def _derived_nodes(self) -> dict[str, dict[str, Any]]:
@@ -214,6 +236,13 @@ class Services:
     async def cluster_nodes(self) -> dict[str, Any]:
         if self.hooks.nodes is not None:
             return {"source": "hub", "nodes": await self.hooks.nodes()}
+        hub = await self.hub_nodes()
+        if hub is not None:
+            out = await self.nodes_from_hub(hub)
+            for n in out["nodes"]:      # the inventory's addresses (mcp.nodes) where the names agree
+                known = self.settings.nodes.get(n["node"])
+                n["address"], n["ollama_url"] = (known.address, known.ollama_url) if known else (None, None)
+            return out
         ups = (await self._admin("GET", "/admin/upstreams"))["routes"]
         out = []
         for n in self._derived_nodes().values():
@@ -227,8 +256,9 @@ class Services:
                         "health": "unknown" if not known else "ok" if all(known) else
                         "degraded" if any(known) else "down"})
         return {"source": "router-config", "nodes": out,
-                "note": "cards and VRAM come from the node agents (issue 13); health here is the router's "
-                        "view of each engine"}
+                "note": "cards and VRAM come from the node agents through the hub, which this router does not run "
+                        "(hub.enabled: false); "
+                        "health here is the router's view of each engine"}
 
     async def node_engine_url(self, node: str, route: Optional[str] = None) -> dict[str, Any]:
         n = self._node(node)
@@ -272,9 +302,13 @@ class Services:
         return await self.hooks.infra_read(node, path, max_bytes)
 
     async def recover_cuda(self, node: str, dry_run: bool) -> dict[str, Any]:
-        n = self._node(node)
-        if self.hooks.recover_cuda is None:
+        if self.hooks.recover_cuda is not None:
+            self._node(node)
+            return await self.hooks.recover_cuda(node, dry_run)
+        hub = await self.hub_nodes()
+        if hub is None:
+            n = self._node(node)
             routes = [e["route"] for e in n["engines"] if e["route"]]
-            raise ServiceError(f"recover_cuda {NEEDS_AGENT}. It would drain {', '.join(routes) or 'no routes'}, "
-                               f"restart the engines and reload the nvidia modules on {node}")
-        return await self.hooks.recover_cuda(node, dry_run)
+            raise ServiceError(f"recover_cuda {NEEDS_HUB}. It would queue the recover_cuda command for {node}'s "
+                               f"agent (routes: {', '.join(routes) or 'none'})")
+        return await self.hub_recover(node, dry_run, hub)

@@ -107,25 +107,30 @@ def register_tools(server: MCPServer, svc: Services) -> None:
     async def key_usage() -> dict:
         return await _do(svc.keys())
 
-    @tool("model_list", "read", READ, "The models this key may use, with the route serving each and its state "
-          "(ready, down, drained; the catalog's load states once it exists).")
+    @tool("model_list", "read", READ, "The models this key may use: catalogued models with their state per route "
+          "(hot, loading, sleeping, on_disk; GET /admin/catalog), and each route's fixed model or alias (ready, down, "
+          "drained).")
     async def model_list(ctx: Context) -> dict:
         return await _do(svc.model_list(bearer_of(ctx.headers) or ""))
 
-    @tool("model_load", "admin", _mutating(False, True), "Load a model from the catalog on a node (the "
-          "router-mode node when node is omitted). dry_run=true says where it would go and what it would evict.")
+    @tool("model_load", "admin", _mutating(False, True), "Load a catalogued model (POST /admin/models/load): the "
+          "placement picks the route unless route (or a node with one route for it) is given. dry_run=true says "
+          "where it would go and what it would evict (GET /admin/placement/{model}).")
     async def model_load(model: Annotated[str, Field(min_length=1, max_length=256)], node: Optional[NodeName] = None,
-                         dry_run: DryRun = False) -> dict:
-        return await _do(svc.model_load(model, node, dry_run))
+                         route: Optional[Name] = None, dry_run: DryRun = False) -> dict:
+        return await _do(svc.model_load(model, node, dry_run, route=route))
 
-    @tool("model_unload", "admin", _mutating(True, True), "Unload a model from a node, freeing its VRAM. "
-          "dry_run=true says what would stop serving.")
+    @tool("model_unload", "admin", _mutating(True, True), "Unload a model (POST /admin/models/unload; refused while "
+          "it has requests in flight), from every route or the given route/node, freeing its VRAM. dry_run=true "
+          "says which routes hold it now.")
     async def model_unload(model: Annotated[str, Field(min_length=1, max_length=256)],
-                           node: Optional[NodeName] = None, dry_run: DryRun = False) -> dict:
-        return await _do(svc.model_load(model, node, dry_run, unload=True))
+                           node: Optional[NodeName] = None, route: Optional[Name] = None,
+                           dry_run: DryRun = False) -> dict:
+        return await _do(svc.model_load(model, node, dry_run, unload=True, route=route))
 
-    @tool("cluster_nodes", "read", READ, "The GPU nodes with their engines (route, runtime, URL, model, health, "
-          "drain, load); cards and VRAM used/free once the node agents report them.")
+    @tool("cluster_nodes", "read", READ, "The GPU nodes from the hub (GET /admin/nodes): heartbeat health, cards "
+          "with VRAM used/free, engines with the router's route state (model, health, drain, load) and the "
+          "catalog's engine state. Without the hub: the router config's view of the engines.")
     async def cluster_nodes() -> dict:
         return await _do(svc.cluster_nodes())
 
@@ -140,18 +145,21 @@ def register_tools(server: MCPServer, svc: Services) -> None:
         return await _do(svc.node_ollama_url(node))
 
     @tool("infra_list", "read", READ, "The files of a managed node that infra_read may fetch (the inventory's "
-          "allowlist), with size and mtime once the node agent reports them.")
+          "allowlist). Size and mtime need a file-reading command in the hub's closed list, which does not exist yet.")
     async def infra_list(node: NodeName) -> dict:
         return await _do(svc.infra_list(node))
 
     @tool("infra_read", "read", READ, "Read one allowlisted file of a managed node through its node agent. Paths "
-          "outside the allowlist are refused; there are no globs and no relative paths.")
+          "outside the allowlist are refused; there are no globs and no relative paths. Answers a tool error until "
+          "the hub's closed command list has a file-reading kind.")
     async def infra_read(node: NodeName,
                          path: Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^/")],
                          max_bytes: Annotated[int, Field(ge=1, le=1048576)] = 65536) -> dict:
         return await _do(svc.infra_read(node, path, max_bytes))
 
-    @tool("recover_cuda", "admin", _mutating(True, False), "Recover a node whose CUDA context is wedged: drain its "
-          "routes, stop its engines, reload the nvidia modules, restart and undrain. dry_run=true lists the steps.")
+    @tool("recover_cuda", "admin", _mutating(True, False), "Recover a node whose CUDA context is wedged: queues the "
+          "hub's recover_cuda command for the node's agent (POST /admin/recover-cuda: stop its engines, reload "
+          "nvidia_uvm, start them) and returns the command id. dry_run=true names the node, its routes and the "
+          "command.")
     async def recover_cuda(node: NodeName, dry_run: DryRun = False) -> dict:
         return await _do(svc.recover_cuda(node, dry_run))
