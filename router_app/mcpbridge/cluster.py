@@ -120,10 +120,10 @@ class ClusterOps:
         if not dry_run:
             out = await self._admin_json("POST", f"/admin/models/{verb}", body)
             return {"dry_run": False, **out}
+        models = {m["id"]: m for m in (await self.catalog()).get("models", [])}
+        if model not in models:     # what the real call answers (404 model_not_found), said before anything runs
+            raise ServiceError(f"the catalog has no model {model!r}; catalogued: {', '.join(models) or '(none)'}")
         if unload:
-            models = {m["id"]: m for m in (await self.catalog()).get("models", [])}
-            if model not in models:
-                raise ServiceError(f"the catalog has no model {model!r}")
             states = {r: s for r, s in models[model]["routes"].items() if route is None or r == route}
             return {"dry_run": True, "model": model, "states": states,
                     "would_unload_from": [r for r, s in states.items() if s in ("hot", "sleeping")],

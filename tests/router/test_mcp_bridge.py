@@ -228,9 +228,9 @@ def test_bad_arguments_are_tool_errors_and_session_survives(bridge, transport):
     assert "not in the infra allowlist" in text(res[3])
     assert "path" in text(res[4])
     assert "unknown node 'ghost'" in text(res[5])
-    assert "requires the node agent (issue 13)" in text(res[6])
-    assert "requires the model catalog (issue 14)" in text(res[7])
-    assert "requires the node agent (issue 13)" in text(res[8]) and "eyes" in text(res[8])
+    assert "requires a file-reading command in the hub's closed command list" in text(res[6])
+    assert "the catalog has no model 'qwen'" in text(res[7])
+    assert "requires the hub (hub.enabled: true" in text(res[8]) and "eyes" in text(res[8])
     assert not res[-1].is_error
 
 

@@ -1,4 +1,4 @@
-"""router_app.mcpbridge.services without a router: hooks for issues 13/14, allowlist before the agent, router down."""
+"""router_app.mcpbridge.services without a router: hook overrides, allowlist before the agent, router down."""
 from __future__ import annotations
 
 import asyncio
@@ -59,8 +59,8 @@ def test_hooks_are_called_once_they_exist(tmp_path):
     with pytest.raises(ServiceError, match="not in the infra allowlist"):
         run(svc.infra_read(host, "/etc/a/../shadow", 10))         # refused before any agent is asked
     assert run(svc.model_load("m", None, True)) == {"dry_run": True}
-    with pytest.raises(ServiceError, match="requires the model catalog"):
-        run(svc.model_load("m", None, True, unload=True))        # unload hook still missing
+    with pytest.raises(ServiceError, match="did not answer GET /admin/catalog"):
+        run(svc.model_load("m", None, True, unload=True))        # no unload hook: the admin API (down here)
     with pytest.raises(ServiceError, match="unknown node 'ghost'"):
         run(svc.model_load("m", "ghost", True))
     assert run(svc.recover_cuda(host, True)) == {"dry_run": True}
