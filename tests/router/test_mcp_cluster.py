@@ -1,0 +1,143 @@
+"""The MCP bridge's hub and catalog tools end to end: a real router process with the hub and the model catalog on
+(tests/hub/hub_rig.py), a real homelab-agent process registering node gpu-a (cards from the nvidia-smi test double),
+the Ollama test double of tests/doubles/catalog_engines.py behind a catalogued route, a real bridge process, and the
+official SDK client over both transports. Each tool goes through the router's admin API, as an operator would."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from engine import free_port
+from router_app.access import scopes
+from router_app.access.store import Store
+from test_mcp_bridge import _wait_http, payload, session, text
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "hub"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "doubles"))
+from catalog_engines import OllamaDouble  # noqa: E402
+from hub_rig import Rig, env  # noqa: E402
+
+GB = 1024 ** 3
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mcp-cluster")
+    ollama = OllamaDouble({"llama3.2:3b": 2 * GB, "qwen3:8b": 5 * GB})
+    mport = free_port()
+
+    def mutate(cfg):
+        cfg["routes"]["ollama"] = {"url": ollama.url + "/v1", "model": "llama3.2:3b", "max_concurrency": 2,
+                                   "terminal": True, "queue_timeout_s": 2, "first_byte_timeout_s": 5,
+                                   "catalog": {"engine": "ollama", "residency": "on_demand", "vram_mb": 12 * 1024}}
+        cfg["catalog"] = {"refresh_s": 0.2, "stale_s": 1.0}
+        cfg["hub"]["agents"]["gpu-a"]["routes"] = ["eyes", "ollama"]
+        cfg["mcp"] = {"listen": {"host": "127.0.0.1", "port": mport},
+                      "infra_allowlist": {"gpu-a": ["/etc/hostname"]}}
+
+    rig = None
+    bridge = None
+    try:
+        rig = Rig(tmp, mutate=mutate)
+        cfg = yaml.safe_load(rig.cfg_path.read_text())
+        cfg["mcp"]["router_url"] = rig.url        # the rig passes --port; the bridge reads the file
+        rig.cfg_path.write_text(yaml.safe_dump(cfg))
+        st = Store(str(tmp / "access.db"))
+        tokens = {}
+        for app, sc in (("reader", ["read"]), ("ops", ["admin"])):
+            _, tokens[app] = st.create_key(app)
+            scopes.set_scopes(st.conn, app, sc)
+        st.close()
+        rig.start_router()
+        rig.start_agent("gpu-a")
+        rig.wait(lambda: rig.node("gpu-a").get("gpus"), what="gpu-a's first heartbeat")
+        bridge = subprocess.Popen([sys.executable, "-m", "router_app", "mcp", "--config", str(rig.cfg_path)],
+                                  cwd=tmp, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_http(f"http://127.0.0.1:{mport}/healthz", bridge, "bridge")
+        yield {"base": f"http://127.0.0.1:{mport}", "tokens": tokens, "rig": rig, "ollama": ollama}
+    finally:
+        if bridge is not None:
+            bridge.terminate()
+            bridge.wait(10)
+        if rig is not None:
+            rig.close()
+        ollama.close()
+
+
+def call(cluster, transport, app, tool, args):
+    async def fn(s):
+        return await s.call_tool(tool, args)
+    return session(cluster, transport, app)(fn)
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+def test_cluster_nodes_shows_the_registered_node_with_its_cards(cluster, transport):
+    out = payload(call(cluster, transport, "reader", "cluster_nodes", {}))
+    assert out["source"] == "hub"
+    nodes = {n["node"]: n for n in out["nodes"]}
+    a = nodes["gpu-a"]
+    assert a["health"] == "healthy" and a["age_s"] is not None
+    card = a["cards"][0]                      # the nvidia-smi double's CSV: 24564 MiB total, 20100 used
+    assert card["name"] == "NVIDIA GeForce RTX 4090" and card["memory_free_mib"] == 24564 - 20100
+    assert a["vram"] == {"total_mib": 24564, "used_mib": 20100, "free_mib": 4464}
+    engines = {e["route"]: e for e in a["engines"]}
+    assert engines["ollama"]["runtime"] == "ollama" and engines["ollama"]["healthy"] is True
+    assert engines["eyes"]["name"] == "vllm-eyes"      # what the agent reports of its engines
+    assert nodes["gpu-b"]["health"] == "unknown" and nodes["gpu-b"]["cards"] == []   # configured, never reported
+
+
+def test_model_list_shows_catalog_states(cluster):
+    out = payload(call(cluster, "streamable-http", "reader", "model_list", {}))
+    models = {m["id"]: m for m in out["models"]}
+    assert models["qwen3:8b"]["states"] == {"ollama": "on_disk"} and models["qwen3:8b"]["source"] == "catalog"
+    assert any(m["source"] in ("route", "alias") for m in out["models"])     # the routes' fixed models too
+
+
+def test_model_load_dry_run_then_load_and_unload_on_the_double(cluster):
+    ollama = cluster["ollama"]
+    before = len(ollama.calls)
+    dry = payload(call(cluster, "sse", "ops", "model_load", {"model": "qwen3:8b", "node": "gpu-a", "dry_run": True}))
+    assert dry["dry_run"] and dry["route"] == "ollama" and dry["state_now"] == "on_disk"
+    assert "POST /admin/models/load" in dry["would_do"]
+    assert not any(c[1] == "/api/generate" for c in ollama.calls[before:])     # a dry run loads nothing
+    done = payload(call(cluster, "streamable-http", "ops", "model_load", {"model": "qwen3:8b", "node": "gpu-a"}))
+    assert done["route"] == "ollama" and done["state"] == "hot" and "qwen3:8b" in ollama.running
+    states = {m["id"]: m for m in payload(call(cluster, "sse", "reader", "model_list", {}))["models"]}
+    assert states["qwen3:8b"]["states"] == {"ollama": "hot"}
+    dry = payload(call(cluster, "sse", "ops", "model_unload", {"model": "qwen3:8b", "dry_run": True}))
+    assert dry["would_unload_from"] == ["ollama"] and "qwen3:8b" in ollama.running
+    done = payload(call(cluster, "sse", "ops", "model_unload", {"model": "qwen3:8b"}))
+    assert done["unloaded_from"] == ["ollama"] and "qwen3:8b" not in ollama.running
+    bad = call(cluster, "sse", "ops", "model_load", {"model": "nope:1b", "dry_run": True})
+    assert bad.is_error and "the catalog has no model 'nope:1b'" in text(bad)
+    bad = call(cluster, "sse", "ops", "model_load", {"model": "qwen3:8b", "node": "gpu-b", "dry_run": True})
+    assert bad.is_error and "no catalogued route" in text(bad)
+    refused = call(cluster, "sse", "reader", "model_load", {"model": "qwen3:8b", "dry_run": True})
+    assert refused.is_error and "admin" in text(refused)
+
+
+def test_recover_cuda_queues_a_command_and_a_read_key_is_refused(cluster):
+    rig = cluster["rig"]
+    dry = payload(call(cluster, "streamable-http", "ops", "recover_cuda", {"node": "gpu-a", "dry_run": True}))
+    assert dry["dry_run"] and dry["command"]["kind"] == "recover_cuda" and "ollama" in dry["routes"]
+    assert not rig.admin.get("/admin/commands", params={"node": "gpu-a"}).json()["commands"]   # nothing queued
+    refused = call(cluster, "sse", "reader", "recover_cuda", {"node": "gpu-a"})
+    assert refused.is_error and "refused" in text(refused) and "admin" in text(refused)
+    assert not rig.admin.get("/admin/commands", params={"node": "gpu-a"}).json()["commands"]
+    out = payload(call(cluster, "sse", "ops", "recover_cuda", {"node": "gpu-a"}))
+    assert out["command_id"].startswith("cmd_") and out["node"] == "gpu-a"
+    cmd = rig.command(out["command_id"])
+    assert cmd["kind"] == "recover_cuda" and cmd["requested_by"].startswith("admin-key@")
+    bad = call(cluster, "sse", "ops", "recover_cuda", {"node": "ghost", "dry_run": True})
+    assert bad.is_error and "unknown node 'ghost'" in text(bad)
+
+
+def test_infra_read_stays_a_clear_tool_error(cluster):
+    res = call(cluster, "sse", "reader", "infra_read", {"node": "gpu-a", "path": "/etc/shadow"})
+    assert res.is_error and "not in the infra allowlist" in text(res)
+    res = call(cluster, "sse", "reader", "infra_read", {"node": "gpu-a", "path": "/etc/hostname"})
+    assert res.is_error and "file-reading command in the hub's closed command list" in text(res)
