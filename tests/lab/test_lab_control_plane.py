@@ -1,0 +1,156 @@
+"""The control plane (issue 13) and the MCP bridge (issue 15) end to end on the lab.
+
+Every homelab_agents host runs the real homelab-agent (roles/homelab_agent), connecting out through Caddy to the
+hub inside homelab-router on the gateway. A dead engine is brought back by one authenticated call
+(`POST /admin/recover-cuda`): the hub queues the command, the node's agent runs the recover_cuda runbook through
+ansible-runner, the gpu_watchdog's recover-cuda restarts the node's engines, and the events show
+down -> recovery -> up. The MCP bridge is reached like an MCP client on the LAN would: Caddy's TLS at /mcp, with
+the official SDK's client and per-app keys with scopes.
+"""
+from __future__ import annotations
+
+import json
+import ssl
+
+import anyio
+import httpx
+import httpx2
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+import homelab_labctl as labmod  # tests/lab/lab.py, loaded by conftest.py
+from test_lab_e2e import CODING, ROUTE_HEADER, chat, engine_container, engine_unit, wait_until
+
+podman_exec = labmod.podman_exec
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+
+def trust(lab) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(lab["ca"]))
+
+
+def _admin_key() -> str:
+    import yaml
+    return yaml.safe_load((labmod.STATE / "secrets.yml").read_text())["vault_router_admin_key"]
+
+
+def admin(lab, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """The router's admin API on the gateway's loopback (where operators and the MCP bridge call it)."""
+    argv = ["curl", "-sS", "-o", "/dev/stdout", "-w", "\n%{http_code}", "-X", method,
+            "-H", f"Authorization: Bearer {_admin_key()}", f"http://127.0.0.1:4000{path}"]
+    if body is not None:
+        argv[-1:-1] = ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+    out = podman_exec(lab["lab"].container(lab["lab"].gateway), *argv).stdout
+    text, _, code = out.rpartition("\n")
+    return int(code), (json.loads(text) if text.strip() else {})
+
+
+def _nodes(lab) -> dict:
+    code, body = admin(lab, "GET", "/admin/nodes")
+    assert code == 200, body
+    return {n["node"]: n for n in body["nodes"]}
+
+
+def test_every_agent_reports_to_the_hub(lab):
+    inv = lab["lab"]
+    agents = set(inv.groups.get("homelab_agents") or [])
+    assert {"ubuntu-4090", "ubuntu-6000", "spark", "ai-gateway"} <= agents
+    nodes = wait_until(lambda: (lambda n: n if all(n.get(a, {}).get("state") == "healthy" for a in agents)
+                                else None)(_nodes(lab)), timeout=90, what="every agent healthy")
+    assert nodes["ubuntu-4090"]["routes"] == ["eyes"] and nodes["spark"]["routes"] == ["brain"]
+    # Engines as the agent sees them on the node, and the node's own figures.
+    assert any(e.get("route") == "eyes" for e in nodes["ubuntu-4090"]["engines"]), nodes["ubuntu-4090"]
+    assert nodes["ubuntu-4090"]["memory"]["total_bytes"] > 0 and nodes["ubuntu-4090"]["age_s"] < 30
+
+
+def test_recover_cuda_brings_a_dead_engine_back(lab, client):
+    container, unit = engine_container(lab, "eyes"), engine_unit(lab, "eyes")
+    code, before = admin(lab, "GET", "/admin/events?limit=1")
+    since = before["events"][-1]["id"] if before.get("events") else 0
+    podman_exec(container, "systemctl", "stop", unit)          # the engine's CUDA context is gone: it is dead
+    try:
+        wait_until(lambda: admin(lab, "GET", "/admin/upstreams")[1]["routes"]["eyes"]["healthy"] is False,
+                   timeout=60, what="router marks eyes down")
+        code, cmd = admin(lab, "POST", "/admin/recover-cuda", {"route": "eyes"})
+        assert code == 202 and cmd["node"] == "ubuntu-4090" and cmd["kind"] == "recover_cuda", cmd
+        done = wait_until(lambda: (lambda c: c if c["status"] in ("succeeded", "failed", "expired", "lost")
+                                   else None)(admin(lab, "GET", f"/admin/commands/{cmd['id']}")[1]),
+                          timeout=300, interval=2, what="recover_cuda command finished")
+        assert done["status"] == "succeeded", done
+        wait_until(lambda: admin(lab, "GET", "/admin/upstreams")[1]["routes"]["eyes"]["healthy"] is True,
+                   timeout=90, what="router marks eyes up again")
+    finally:
+        podman_exec(container, "systemctl", "start", unit, check=False)
+    headers, _ = chat(client, "Describe what you see quickly", model="homelab/vision")
+    assert headers[ROUTE_HEADER] == "eyes"
+    code, ev = admin(lab, "GET", f"/admin/events?since={since}&limit=500")
+    kinds = [e["kind"] for e in ev["events"] if e.get("route") in ("eyes", None) or e.get("node") == "ubuntu-4090"]
+    order = [k for k in kinds if k in ("route_down", "recovery_requested", "recovery_succeeded", "route_up")]
+    assert "route_down" in order and "recovery_succeeded" in order, kinds
+    down, rec, up = order.index("route_down"), order.index("recovery_succeeded"), len(order) - 1 - \
+        order[::-1].index("route_up")
+    assert down < rec < up, order
+
+
+def test_drain_through_the_api_keeps_pins(lab, client):
+    code, _ = admin(lab, "POST", "/admin/drain/hands")
+    assert code == 200
+    try:
+        headers, _ = chat(client, CODING)
+        assert headers[ROUTE_HEADER] != "hands", "a drained route still gets auto-routed traffic"
+        headers, _ = chat(client, CODING, model="homelab/code")
+        assert headers[ROUTE_HEADER] == "hands", "a pin must pass a drain"
+    finally:
+        admin(lab, "POST", "/admin/undrain/hands")
+
+
+# ------------------------------------------------------------------------------------------------ MCP
+
+
+@pytest.fixture(scope="module")
+def mcp_keys(lab):
+    cli, cfg = labmod.router_cli(lab["lab"]), labmod.router_config_path(lab["lab"])
+    keys = {}
+    for app, scope in (("lab-mcp-admin", "admin"), ("lab-mcp-read", "read")):
+        keys[app] = labmod.create_key(lab["lab"], app)
+        labmod.run([*cli, "keys", "scopes", "--config", cfg, app, "--set", scope])
+    return keys
+
+
+def _mcp(lab, key: str, fn):
+    base = lab["lab"].endpoint.rsplit("/v1", 1)[0]
+
+    async def main():
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60,
+                                      verify=trust(lab)) as hc:
+            async with streamable_http_client(base + "/mcp", http_client=hc) as (r, w):
+                async with ClientSession(r, w) as s:
+                    await s.initialize()
+                    return await fn(s)
+    return anyio.run(main)
+
+
+def test_mcp_through_caddy_lists_nodes_and_guards_mutations(lab, mcp_keys):
+    async def reads(s):
+        return [await s.call_tool("cluster_nodes", {}), await s.call_tool("infra_read",
+                {"node": "spark", "path": "/etc/shadow"}), await s.call_tool("drain_route", {"route": "mouth"})]
+    nodes, outside, drain = _mcp(lab, mcp_keys["lab-mcp-read"], reads)
+    assert not nodes.is_error, nodes.content[0].text
+    by_node = {n["node"]: n for n in json.loads(nodes.content[0].text)["nodes"]}
+    assert {"ubuntu-4090", "ubuntu-6000", "spark"} <= set(by_node)
+    assert outside.is_error and "allowlist" in outside.content[0].text
+    assert drain.is_error and "'admin' scope" in drain.content[0].text
+
+    async def dry(s):
+        return await s.call_tool("drain_route", {"route": "mouth", "dry_run": True})
+    res = _mcp(lab, mcp_keys["lab-mcp-admin"], dry)
+    assert not res.is_error, res.content[0].text
+    assert admin(lab, "GET", "/admin/upstreams")[1]["routes"]["mouth"]["drained"] is False
+
+
+def test_mcp_without_a_key_is_401(lab):
+    base = lab["lab"].endpoint.rsplit("/v1", 1)[0]
+    r = httpx.post(base + "/mcp", json={}, verify=trust(lab), timeout=30)
+    assert r.status_code == 401, r.text
