@@ -4,7 +4,8 @@ code). Each rule takes the variables the role resolves on one host and returns `
 
 Two inputs are not role variables but what the inventory says around the role, passed in by both callers:
 
-* ``ha_bridge_known_hosts``: the Netdata names of the hosts of group netdata (what the parent can serve);
+* ``ha_bridge_known_hosts``: the Netdata names of the hosts of group netdata (what the parent can serve); an
+  empty list (no group netdata, e.g. a Molecule scenario with its own hosts) is not checked;
 * ``vision_notifier_router_models``: the model names the site's router answers (routes, aliases, model ids,
   homelab/<bucket>, homelab/auto), from the filter ``homelab_router_model_names``; None when not checkable
   (no routes in the inventory, or router_route_unknown_models lets any name through).
@@ -183,7 +184,7 @@ def rules_ha_bridge(v: Mapping[str, Any]) -> list[Problem]:
         if name in seen:
             out.append((f"{f}.name", f"host {name!r} is also ha_bridge_hosts[{seen[name]}]"))
         seen.setdefault(name, i)
-        if _list(known) and name not in known:
+        if _list(known) and known and name not in known:  # no group netdata: nothing to check against
             out.append((f"{f}.name", f"{name!r} is no host of group netdata (their Netdata names: "
                                      f"{', '.join(map(str, known)) or 'none'}), so the Netdata parent has no "
                                      "charts for it"))

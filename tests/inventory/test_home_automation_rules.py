@@ -133,6 +133,9 @@ def test_bridge_without_any_netdata_host(model):
     model["groups"]["netdata"] = []
     model["groups"]["netdata_parent"] = []
     assert_error(_ha_errs(model), GW, "ha_bridge_hosts", "group netdata")
+    # explicit hosts and no group netdata (a site without the Netdata layer's groups): nothing to check against
+    model["hostvars"][GW]["ha_bridge_hosts"] = [{"name": "far-away"}]
+    assert _ha_errs(model) == []
 
 
 # ---------------------------------------------------------------------------------------------------------
