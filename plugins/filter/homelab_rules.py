@@ -36,6 +36,7 @@ def _load_sibling(name: str):
 
 _values = _load_sibling("homelab_values")
 _engine_rules = _load_sibling("homelab_engine_rules")
+_ha_rules = _load_sibling("homelab_ha_rules")
 ROUTE_NAME_RE, ROUTE_NAME_HELP, Problem = _values.ROUTE_NAME_RE, _values.ROUTE_NAME_HELP, _values.Problem
 _int, _num, _port, _text, _list, _bool, _required = (_values._int, _values._num, _values._port, _values._text,
                                                      _values._list, _values._bool, _values._required)
@@ -253,6 +254,8 @@ RULES: dict[str, Callable[[Mapping[str, Any]], list[Problem]]] = {
     "lmstudio": rules_lmstudio, "engine_lockdown": rules_engine_lockdown, "nvidia_driver": rules_nvidia_driver,
     "router": rules_router, "caddy": rules_caddy, "netdata": rules_netdata, "wireguard": rules_wireguard,
     "opnsense_vlans": rules_opnsense_vlans, "proxmox_lxc": rules_proxmox_lxc, "open_webui": rules_open_webui,
+    "mosquitto": _ha_rules.rules_mosquitto, "homelab_ha_runtime": _ha_rules.rules_homelab_ha_runtime,
+    "ha_bridge": _ha_rules.rules_ha_bridge, "vision_notifier": _ha_rules.rules_vision_notifier,
 }
 
 

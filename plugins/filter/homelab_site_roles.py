@@ -42,6 +42,7 @@ def _load_network_rules():
 
 
 network_rules = _load_network_rules()
+ha_rules = sys.modules["homelab_ha_rules"]  # loaded by homelab_rules
 
 # The variables each role's rules read (plus those their defaults derive from).
 ROLE_KEYS: dict[str, tuple[str, ...]] = {
@@ -70,10 +71,25 @@ ROLE_KEYS: dict[str, tuple[str, ...]] = {
                        "opnsense_vlans_vlans"),
     "proxmox_lxc": ("proxmox_lxc_api_token_id", "proxmox_lxc_api_token_secret"),
     "open_webui": ("open_webui_router_api_key", "open_webui_router_url", "open_webui_listen_port"),
+    "mosquitto": ("mosquitto_users", "mosquitto_passwords", "mosquitto_port", "mosquitto_bind_addresses",
+                  "mosquitto_tls_enabled", "mosquitto_tls_port", "mosquitto_tls_cert_file", "mosquitto_tls_key_file",
+                  "mosquitto_firewall_enabled", "mosquitto_firewall_sources", "mosquitto_firewall_extra_sources"),
+    "homelab_ha_runtime": ("homelab_ha_runtime_requirements", "homelab_ha_runtime_user", "homelab_ha_runtime_group",
+                           "homelab_ha_runtime_dir"),
+    "ha_bridge": ("ha_bridge_poll_interval_s", "ha_bridge_expire_after_s", "ha_bridge_netdata_url", "ha_bridge_hosts",
+                  "ha_bridge_mqtt_port", "ha_bridge_mqtt_username", "ha_bridge_mqtt_password"),
+    "vision_notifier": ("vision_notifier_router_url", "vision_notifier_mqtt_password", "vision_notifier_mqtt_username",
+                        "vision_notifier_mqtt_port", "vision_notifier_listen_host", "vision_notifier_listen_port",
+                        "vision_notifier_drop_confidence", "vision_notifier_router_timeout_s",
+                        "vision_notifier_channel_attempts", "vision_notifier_workers", "vision_notifier_dedup_window_s",
+                        "vision_notifier_dedup_id_ttl_s", "vision_notifier_ingest_token",
+                        "vision_notifier_stage1_model", "vision_notifier_stage2_model"),
 }
 # Inventory variables the derived defaults read (besides homelab_address, engines, gpus).
 SOURCE_KEYS = ("homelab_mac", "vault_router_admin_key", "vault_netdata_stream_api_key", "vault_opnsense_api_key",
-               "vault_opnsense_api_secret", "vault_proxmox_token_id", "vault_proxmox_token_secret")
+               "vault_opnsense_api_secret", "vault_proxmox_token_id", "vault_proxmox_token_secret",
+               "vault_mosquitto_passwords", "vault_vision_notifier_ingest_token", "homelab_client_cidrs",
+               "router_listen_port")
 ALL_KEYS = tuple(k for keys in ROLE_KEYS.values() for k in keys) + SOURCE_KEYS
 
 RUNTIME_ROLES = ("vllm", "ollama", "llama_server", "lmstudio")
@@ -109,6 +125,8 @@ def roles_for_host(groups: Mapping[str, list[str]], host: str, hv: Mapping[str, 
         out.append("netdata")
     if member("wireguard"):
         out.append("wireguard")
+    if member("home_automation"):  # playbooks/home_automation.yml (homelab_ha_runtime: ha_bridge's dependency)
+        out += ["mosquitto", "homelab_ha_runtime", "ha_bridge", "vision_notifier"]
     return out
 
 
@@ -171,9 +189,48 @@ def _derived(role: str, host: str, v: dict[str, Any], hv: Mapping[str, Any], mod
         default("opnsense_vlans_api_secret", hv.get("vault_opnsense_api_secret") or "")
         default("opnsense_vlans_api_url", "https://")
         default("opnsense_vlans_vlans", site.get("homelab_vlans") or [])
+    elif role in ("mosquitto", "ha_bridge", "vision_notifier"):
+        _derived_ha(role, host, v, hv, model)
     elif role == "proxmox_lxc":
         default("proxmox_lxc_api_token_id", hv.get("vault_proxmox_token_id") or "")
         default("proxmox_lxc_api_token_secret", hv.get("vault_proxmox_token_secret") or "")
+
+
+def _derived_ha(role: str, host: str, v: dict[str, Any], hv: Mapping[str, Any], model: Mapping[str, Any]) -> None:
+    """The templated defaults of the home automation roles (roles/*/defaults/main.yml)."""
+    groups, site, hostvars = model.get("groups") or {}, model.get("site") or {}, model.get("hostvars") or {}
+    passwords = hv.get("vault_mosquitto_passwords") if isinstance(hv.get("vault_mosquitto_passwords"), Mapping) else {}
+    mqtt_port = hv.get("mosquitto_port", literal_defaults("mosquitto").get("mosquitto_port", 1883))
+    if role == "mosquitto":
+        v.setdefault("mosquitto_passwords", passwords)
+        v.setdefault("mosquitto_bind_addresses", [hv["homelab_address"]] if hv.get("homelab_address") else [])
+        v.setdefault("mosquitto_firewall_sources", list(dict.fromkeys(
+            list(hv.get("homelab_client_cidrs") or []) + list(hv.get("common_nftables_management_cidrs") or [])
+            + list(v.get("mosquitto_firewall_extra_sources") or []))))
+    elif role == "ha_bridge":
+        poll = hv.get("ha_bridge_poll_interval_s", v.get("ha_bridge_poll_interval_s"))
+        v.setdefault("ha_bridge_expire_after_s", (_int(poll) or 0) * 3 + 1)
+        v.setdefault("ha_bridge_netdata_url", f"http://127.0.0.1:{hv.get('netdata_port', 19999)}")
+        v.setdefault("ha_bridge_mqtt_port", mqtt_port)
+        v.setdefault("ha_bridge_mqtt_password", passwords.get(v.get("ha_bridge_mqtt_username")) or "")
+        known = [str((hostvars.get(h) or {}).get("netdata_hostname", h)) for h in groups.get("netdata") or []]
+        v.setdefault("ha_bridge_hosts", [{"name": n, "label": h} for n, h in zip(known, groups.get("netdata") or [])])
+        v["ha_bridge_known_hosts"] = known
+    elif role == "vision_notifier":
+        port = hv.get("router_listen_port", hv.get("homelab_router_port", site.get("homelab_router_port"))) or 4000
+        v.setdefault("vision_notifier_router_url", f"http://127.0.0.1:{port}/v1")
+        v.setdefault("vision_notifier_mqtt_port", mqtt_port)
+        v.setdefault("vision_notifier_mqtt_password", passwords.get(v.get("vision_notifier_mqtt_username")) or "")
+        v.setdefault("vision_notifier_ingest_token", hv.get("vault_vision_notifier_ingest_token") or "")
+        view = hv if host in (groups.get("gateway") or []) else {}
+        v["vision_notifier_router_models"] = ha_rules.router_model_names(
+            hostvars, groups, view.get("router_buckets", site.get("router_buckets")),
+            view.get("router_cloud_routes", site.get("router_cloud_routes")),
+            view.get("router_route_unknown_models", site.get("router_route_unknown_models")))
+
+
+def _int(v: Any) -> int | None:
+    return rules._int(v)
 
 
 def role_vars(role: str, host: str, model: Mapping[str, Any]) -> dict[str, Any]:

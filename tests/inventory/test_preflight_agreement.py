@@ -57,6 +57,7 @@ PREFLIGHTS = yaml.safe_dump([
     _play("gateway", ["common", "router", "caddy"]),
     _play("netdata", ["netdata"]),
     _play("wireguard", ["wireguard"]),
+    _play("home_automation", ["mosquitto", "homelab_ha_runtime", "ha_bridge", "vision_notifier"]),
 ], sort_keys=False)
 
 # Preflights are controller-side assertions; these make sure nothing would connect even if one were not.
@@ -204,6 +205,37 @@ def engine_names_no_card_on_two_card_host(m):
     engine(m, "ubuntu-4090", 1).pop("gpus")
 
 
+def mqtt_user_without_password(m):
+    for hv in m["hostvars"].values():
+        hv["vault_mosquitto_passwords"].pop("frigate", None)
+
+
+def bridge_poll_interval_zero(m):
+    m["hostvars"]["ai-gateway"]["ha_bridge_poll_interval_s"] = 0
+
+
+def bridge_host_not_in_inventory(m):
+    m["hostvars"]["ai-gateway"]["ha_bridge_hosts"] = [{"name": "spark", "label": "Spark"},
+                                                      {"name": "ghost", "label": "Ghost"}]
+
+
+def vision_stage1_route_unknown(m):
+    m["hostvars"]["ai-gateway"]["vision_notifier_stage1_model"] = "homelab/nope"
+
+
+def mqtt_tls_without_certificate(m):
+    m["hostvars"]["ai-gateway"]["mosquitto_tls_enabled"] = True
+
+
+def vision_ingest_on_lan_without_token(m):
+    m["hostvars"]["ai-gateway"].update(vision_notifier_listen_host="10.30.0.10", vault_vision_notifier_ingest_token="")
+
+
+def home_automation_tuned(m):
+    m["hostvars"]["ai-gateway"].update(ha_bridge_poll_interval_s=30, vision_notifier_stage1_model="eyes",
+                                       ha_bridge_hosts=[{"name": "spark", "label": "Spark", "unified_memory": True}])
+
+
 VARIANTS = [
     (route_with_underscore, False, "'fast_eyes'"),
     (no_management_cidrs, False, "common_nftables_management_cidrs: is required"),
@@ -226,6 +258,13 @@ VARIANTS = [
     (vllm_flag_the_pinned_version_lacks, False, "'turboquant_k8v4': vLLM 0.11.0 accepts"),
     (vllm_listen_address_in_args, False, "args.host: engine 'brain': is set by the role"),
     (engine_names_no_card_on_two_card_host, False, "engines[1].gpus"),
+    (mqtt_user_without_password, False, "user 'frigate' has no password"),
+    (bridge_poll_interval_zero, False, "ha_bridge_poll_interval_s: must be an integer > 0"),
+    (bridge_host_not_in_inventory, False, "'ghost' is no host of group netdata"),
+    (vision_stage1_route_unknown, False, "'homelab/nope' is not a model the router answers"),
+    (mqtt_tls_without_certificate, False, "mosquitto_tls_cert_file: is required"),
+    (vision_ingest_on_lan_without_token, False, "vision_notifier_ingest_token: is required"),
+    (home_automation_tuned, True, None),
 ]
 
 

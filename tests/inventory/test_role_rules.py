@@ -137,12 +137,13 @@ def test_roles_for_host_mirror_the_playbooks():
         ["common", "nvidia_driver", "vllm", "engine_lockdown", "netdata"]
     assert site.roles_for_host(g, "win-5090", hv["win-5090"]) == ["lmstudio"]
     assert site.roles_for_host(g, "ai-gateway", hv["ai-gateway"]) == \
-        ["common", "router", "caddy", "netdata", "wireguard"]
+        ["common", "router", "caddy", "netdata", "wireguard", "mosquitto", "homelab_ha_runtime", "ha_bridge",
+         "vision_notifier"]
     assert site.roles_for_host(g, "opnsense", hv["opnsense"]) == ["opnsense_vlans"]
     # and the playbooks still give those roles to those groups
     text = "".join(p.read_text() for p in (REPO / "playbooks").glob("*.yml"))
     for role in ("common", "nvidia_driver", "vllm", "engine_lockdown", "netdata", "lmstudio", "router", "caddy",
-                 "wireguard", "opnsense_vlans", "proxmox_lxc"):
+                 "wireguard", "opnsense_vlans", "proxmox_lxc", "mosquitto", "ha_bridge", "vision_notifier"):
         assert re.search(rf"(role|name): {role}\b", text), role
 
 
