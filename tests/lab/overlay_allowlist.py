@@ -7,7 +7,7 @@ The lab must converge the files an operator copies. The overlay may change only:
     the API endpoints of the firewall and the hypervisor (their emulators on loopback) and the CA they use;
   - each GPU node's engine runtime and model: an engine entry's runtime, model, model facts (params_b,
     weight_bits, context) and runtime args, and the llama_server_* runtime settings;
-  - hardware facts: gpus, the NVIDIA driver install switches;
+  - hardware facts: gpus, the NVIDIA driver install switches, the nvidia_uvm module reload (none in a container);
   - secrets (vault_*) and the lab's own lab_* settings, which no role reads.
 Everything else — hosts, groups, routing policy, route names, aliases, slots, spill/failover, firewall and
 Netdata/WireGuard settings — must be the example's.
@@ -20,7 +20,7 @@ ALLOWED_VARS = [
     r"ansible_(connection|host|port|user|password|python_interpreter|ssh_private_key_file|ssh_common_args)",
     r"homelab_address", r"caddy_site_addresses", r"common_nftables_management_cidrs", r"homelab_client_cidrs",
     r"proxmox_api_host", r"proxmox_lxc_api_(port|ca_path)", r"opnsense_vlans_api_(port|ca_path)",
-    r"gpus", r"nvidia_driver_install", r"nvidia_driver_blacklist_nouveau",
+    r"gpus", r"nvidia_driver_install", r"nvidia_driver_blacklist_nouveau", r"gpu_watchdog_uvm_reload_commands",
     r"llama_server_(install_method|version|binary_src|cuda|threads)",
     r"vault_.*", r"lab_.*",
 ]
