@@ -17,7 +17,7 @@ APT_PACKAGES := podman runc debootstrap uidmap slirp4netns fuse-overlayfs iprout
                 build-essential cmake ninja-build git curl python3-venv ca-certificates wrk \
                 chromium chromium-driver mosquitto
 
-.PHONY: help deps venv image test test-fast lint bench bench-hub lab lab-down
+.PHONY: help deps venv image image-debian image-noble test test-fast lint bench bench-hub lab lab-down
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,8 +38,13 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## create the virtualenv with the router and the dev tools
 
-image: deps ## build the podman systemd test image (cached)
+image: image-debian image-noble ## build the podman systemd test images (cached)
+
+image-debian: deps ## build the Debian 12 systemd test image (cached)
 	@molecule/_shared/build-image.sh
+
+image-noble: deps ## build the Ubuntu 24.04 systemd test image for the GPU nodes (cached)
+	@HOMELAB_IMAGE_SUITE=noble molecule/_shared/build-image.sh
 
 test: deps venv image ## run every test layer
 	@$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)

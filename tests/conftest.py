@@ -10,6 +10,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_IMAGE = "localhost/homelab-debian12:latest"
+TEST_IMAGE_NOBLE = "localhost/homelab-ubuntu2404:latest"
+
+
+def build_test_image(suite: str = "bookworm") -> None:
+    """Build the systemd test image of a suite (bookworm or noble) when missing (idempotent, cached, flock'd)."""
+    if shutil.which("podman") is None:
+        pytest.fail("podman is not installed: run `make deps` (or .ci/run) first")
+    env = dict(os.environ, CONTAINERS_CONF=str(REPO / "molecule" / "_shared" / "containers.conf"),
+               HOMELAB_IMAGE_SUITE=suite)
+    env.pop("HOMELAB_IMAGE", None)
+    subprocess.run([str(REPO / "molecule" / "_shared" / "build-image.sh")], check=True, env=env)
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +30,13 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def test_image() -> str:
-    """The systemd test image, built on first use (idempotent, cached, flock'd)."""
-    if shutil.which("podman") is None:
-        pytest.fail("podman is not installed: run `make deps` (or .ci/run) first")
-    env = dict(os.environ, CONTAINERS_CONF=str(REPO / "molecule" / "_shared" / "containers.conf"))
-    subprocess.run([str(REPO / "molecule" / "_shared" / "build-image.sh")], check=True, env=env)
+    """The Debian 12 systemd test image, built on first use (idempotent, cached, flock'd)."""
+    build_test_image("bookworm")
     return TEST_IMAGE
+
+
+@pytest.fixture(scope="session")
+def test_image_noble() -> str:
+    """The Ubuntu 24.04 systemd test image (the GPU nodes' scenarios), built on first use."""
+    build_test_image("noble")
+    return TEST_IMAGE_NOBLE

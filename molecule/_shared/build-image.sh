@@ -45,15 +45,39 @@ ROOTFS="$(mktemp -d /var/tmp/homelab-rootfs.XXXXXX)"
 cleanup() { rm -rf "$ROOTFS"; }
 trap cleanup EXIT
 
+# debootstrap's own arguments: Debian 12's debootstrap (1.0.128) has no `noble` script and no Ubuntu keyring.
+# Ubuntu suites since gutsy share one script (newer debootstraps link noble -> gutsy), so point at it; the
+# archive key comes from Ubuntu's ubuntu-keyring package, fetched once and checked against a pinned SHA256
+# (the Packages index of noble/main lists this hash), so the Release signature is still verified.
+DEBOOTSTRAP_OPTS=(--variant=minbase --include="$PACKAGES")
+DEBOOTSTRAP_SCRIPT=()
+if [[ "$SUITE" == noble ]]; then
+  KEYRING_DEB="$CACHE_DIR/ubuntu-keyring_2023.11.28.1_all.deb"
+  KEYRING_SHA256=36de43b15853ccae0028e9a767613770c704833f82586f28eb262f0311adb8a8
+  if ! echo "$KEYRING_SHA256  $KEYRING_DEB" | sha256sum -c --status 2>/dev/null; then
+    curl -fsSL -o "$KEYRING_DEB.tmp" "$MIRROR/pool/main/u/ubuntu-keyring/ubuntu-keyring_2023.11.28.1_all.deb"
+    echo "$KEYRING_SHA256  $KEYRING_DEB.tmp" | sha256sum -c --status \
+      || { echo "build-image: ubuntu-keyring .deb does not match its pinned SHA256" >&2; exit 1; }
+    mv "$KEYRING_DEB.tmp" "$KEYRING_DEB"
+  fi
+  rm -rf "$CACHE_DIR/ubuntu-keyring" && dpkg-deb -x "$KEYRING_DEB" "$CACHE_DIR/ubuntu-keyring"
+  # python3-venv is in universe on Ubuntu (main on Debian); a stock Ubuntu server enables universe too.
+  DEBOOTSTRAP_OPTS+=(--components=main,universe)
+  DEBOOTSTRAP_OPTS+=(--keyring="$CACHE_DIR/ubuntu-keyring/usr/share/keyrings/ubuntu-archive-keyring.gpg")
+  [[ -e /usr/share/debootstrap/scripts/noble ]] || DEBOOTSTRAP_SCRIPT=(/usr/share/debootstrap/scripts/gutsy)
+fi
+
 TARBALL="$CACHE_DIR/debootstrap-$SUITE.tgz"
 echo "build-image: debootstrap $SUITE from $MIRROR (takes a few minutes the first time)"
 if [[ ! -s "$TARBALL" ]]; then
   # --make-tarball downloads the .debs once; later builds unpack from the cache.
-  debootstrap --variant=minbase --include="$PACKAGES" --make-tarball="$TARBALL.tmp" "$SUITE" "$ROOTFS" "$MIRROR" >/dev/null
+  debootstrap "${DEBOOTSTRAP_OPTS[@]}" --make-tarball="$TARBALL.tmp" "$SUITE" "$ROOTFS" "$MIRROR" \
+    "${DEBOOTSTRAP_SCRIPT[@]}" >/dev/null
   mv "$TARBALL.tmp" "$TARBALL"
   rm -rf "$ROOTFS"; ROOTFS="$(mktemp -d /var/tmp/homelab-rootfs.XXXXXX)"
 fi
-debootstrap --variant=minbase --include="$PACKAGES" --unpack-tarball="$TARBALL" "$SUITE" "$ROOTFS" "$MIRROR" >/dev/null
+debootstrap "${DEBOOTSTRAP_OPTS[@]}" --unpack-tarball="$TARBALL" "$SUITE" "$ROOTFS" "$MIRROR" \
+  "${DEBOOTSTRAP_SCRIPT[@]}" >/dev/null
 
 # Trust the same extra CAs as this machine: outbound HTTPS may be re-signed by a proxy CA
 # (the same holds for users behind a corporate TLS proxy). Without this, pip inside the
@@ -76,12 +100,22 @@ chroot "$ROOTFS" /bin/sh -c '
   apt-get clean
   rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 '
-echo "deb $MIRROR $SUITE main" > "$ROOTFS/etc/apt/sources.list"
 if [[ "$SUITE" == bookworm ]]; then
   {
+    echo "deb $MIRROR $SUITE main"
     echo "deb $MIRROR $SUITE-updates main"
     echo "deb http://deb.debian.org/debian-security $SUITE-security main"
-  } >> "$ROOTFS/etc/apt/sources.list"
+  } > "$ROOTFS/etc/apt/sources.list"
+else
+  # Ubuntu: `restricted` carries the NVIDIA driver packages (nvidia-driver-*, linux-modules-nvidia-*),
+  # -updates/-security their current versions, as on an installed Ubuntu 24.04 server (which enables universe).
+  {
+    echo "deb $MIRROR $SUITE main restricted universe"
+    echo "deb $MIRROR $SUITE-updates main restricted universe"
+    echo "deb $MIRROR $SUITE-security main restricted universe"
+  } > "$ROOTFS/etc/apt/sources.list"
+  # Ubuntu ships /etc/apt/sources.list.d/ubuntu.sources in newer images; debootstrap does not, keep one source.
+  rm -f "$ROOTFS/etc/apt/sources.list.d/ubuntu.sources"
 fi
 
 echo "build-image: importing as $TAG"

@@ -106,6 +106,9 @@ def rules_nvidia_driver(v: Mapping[str, Any]) -> list[Problem]:
         out.append(("nvidia_driver_branch", f"must be a 3-digit driver branch, got {v.get('nvidia_driver_branch')!r}"))
     if str(v.get("nvidia_driver_install")).lower() not in ("auto", "yes", "no", "true", "false"):
         out.append(("nvidia_driver_install", "must be auto, yes or no"))
+    if str(v.get("nvidia_driver_open", False)).lower() not in ("true", "false", "yes", "no"):
+        out.append(("nvidia_driver_open",
+                    f"must be true or false (open kernel modules), got {v.get('nvidia_driver_open')!r}"))
     for i, g in enumerate(v.get("nvidia_driver_expected_gpus") or []):
         if not (isinstance(g, Mapping) and _num(g.get("vram_gib")) is not None and not isinstance(g.get("vram_gib"), str)):
             out.append((f"nvidia_driver_expected_gpus[{i}].vram_gib", "must be a number (GiB)"))
