@@ -99,6 +99,8 @@ chroot "$ROOTFS" /bin/sh -c '
   printf "%s\n" "# Written by homelab-ai build-image.sh: sources for apt inside test containers" > /etc/apt/sources.list.d/.keep
   apt-get clean
   rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+  # no package lists: make them look ancient, or apt cache_valid_time would trust the empty directory
+  touch -d @0 /var/lib/apt/lists
 '
 if [[ "$SUITE" == bookworm ]]; then
   {

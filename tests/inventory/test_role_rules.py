@@ -179,3 +179,18 @@ def test_open_webui_runs_on_the_gateway_only_when_enabled_and_needs_its_router_k
     assert _fields(problems) == ["open_webui_router_url"] and "hlr_0123" not in str(problems)
     v.update(open_webui_router_url="http://127.0.0.1:4000/v1")
     assert rules.rules_open_webui(v) == []
+
+
+@pytest.mark.parametrize("value,ok", [(True, True), (False, True), ("yes", True), ("maybe", False), (3, False)])
+def test_nvidia_driver_open_is_a_boolean(value, ok):
+    problems = rules.rules_nvidia_driver(_vars("nvidia_driver", nvidia_driver_open=value))
+    assert ("nvidia_driver_open" in _fields(problems)) is not ok, problems
+
+
+def test_broken_inventory_nvidia_driver_open_names_host_field_reason():
+    import copy
+    broken = copy.deepcopy(_EXAMPLE_MODEL)
+    broken["hostvars"]["ubuntu-6000"]["nvidia_driver_open"] = "maybe"
+    problems = site.site_role_problems(broken)
+    hits = [p for p in problems if p[:2] == ("ubuntu-6000", "nvidia_driver_open")]
+    assert hits and "must be true or false" in hits[0][2] and "role nvidia_driver" in hits[0][2], problems
