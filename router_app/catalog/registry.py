@@ -25,6 +25,7 @@ class Registry:
         self.refreshed_at: dict = {}   # route -> monotonic time of the last good refresh
         self._cfg_key: dict = {}
         self.refreshes = 0
+        self.changes: dict = {}        # route -> count of load/unload results adopted (a refresh older than one is stale)
 
     # ----------------------------------------------------------------------------- config
     def sync_config(self) -> None:
@@ -62,16 +63,15 @@ class Registry:
         node, ad = self.nodes.get(route), self.adapters.get(route)
         if node is None or ad is None:
             return
+        seen = self.changes.get(route, 0)
         try:
             models = await ad.models()
         except Exception as exc:      # noqa: BLE001 - an engine's failure is data here
             self.errors[route] = f"{type(exc).__name__}: {exc}"
             return
-        for name, m in models.items():    # observed sizes survive a listing that does not carry them
-            old = node.models.get(name)
-            if old is not None and not m.size_mb:
-                m.size_mb = old.size_mb
-        node.models = models
+        if self.changes.get(route, 0) != seen:     # a load or unload finished while this read: its listing is newer
+            return
+        self.adopt(route, models, changed=False)
         self.refreshed_at[route] = time.monotonic()
         self.errors.pop(route, None)
         try:
@@ -81,6 +81,21 @@ class Registry:
             load = None
         if load is not None:
             node.engine = load
+        self._reindex()
+
+    def adopt(self, route: str, models: dict, changed: bool = True) -> None:
+        """`models` (an engine's fresh listing) becomes the route's; observed sizes survive a listing without them.
+        `changed`: the listing a load or unload ended with (a background refresh that started before it is dropped)."""
+        node = self.nodes.get(route)
+        if node is None:
+            return
+        if changed:
+            self.changes[route] = self.changes.get(route, 0) + 1
+        for name, m in models.items():
+            old = node.models.get(name)
+            if old is not None and not m.size_mb:
+                m.size_mb = old.size_mb
+        node.models = models
         self._reindex()
 
     async def refresh_all(self) -> None:

@@ -111,8 +111,12 @@ class CatalogService:
         node = self.registry.nodes.get(owner)
         return node is not None and node.residency == "on_demand"
 
-    def place(self, model: str, allowed: Optional[frozenset] = None, full: bool = False) -> Placement:
+    def place(self, model: str, allowed: Optional[frozenset] = None, full: bool = False,
+              only: Optional[str] = None) -> Placement:
+        """`only`: that route alone (a keyword-routed request already has its route; its own model is placed there)."""
         nodes = self.registry.live_nodes(model)
+        if only is not None:
+            nodes = [n for n in nodes if n.route == only]
         for n in nodes:
             n.group_busy = self._group_busy(n.route)
         return place(model, nodes, self.settings.stale_s, time.monotonic(), allowed=allowed, full=full)
@@ -188,8 +192,7 @@ class CatalogService:
                 if time.monotonic() > deadline:
                     raise EngineError(f"not loaded after {timeout}s")
                 await asyncio.sleep(POLL_S)
-            node.models = models
-            reg._reindex()
+            reg.adopt(route, models)
         except Exception as exc:
             info.state = FAILED if isinstance(exc, EngineError) else ON_DISK
             self._count(route, model, "failed")
@@ -212,11 +215,16 @@ class CatalogService:
         # follows finds it still counted and the engine evicts a model of its own choosing
         deadline = time.monotonic() + timeout
         while True:
-            got = (await ad.models()).get(model)
+            models = await ad.models()
+            got = models.get(model)
             if got is None or got.state not in (HOT, LOADING, SLEEPING) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(POLL_S)
         info.state = ON_DISK
+        # the engine's listing as it is now (a background refresh may have swapped node.models while this waited)
+        reg.adopt(route, models)
+        if model in node.models and node.models[model].state in (HOT, LOADING):
+            node.models[model].state = ON_DISK
         self.evictions += 1
         self._event({"event": "model_unload", "route": route, "model": model, "why": why})
 

@@ -48,7 +48,9 @@ class CatalogSettings(_Strict):
     refresh_s: float = Field(5.0, gt=0)       # background refresh period
     stale_s: float = Field(15.0, gt=0)        # engine figures older than this are ignored (own in-flight count)
     wait_s: float = Field(60.0, gt=0)         # the longest a request waits for a load
-    retry_after_s: int = Field(30, ge=1)      # Retry-After on the 503 for an installed model with no live node
+    retry_after_s: int = Field(30, ge=1)
+    # a stream that waits for a load gets ": loading <model> on <route>" (an SSE comment) before its first token
+    stream_loading_notice: bool = True      # Retry-After on the 503 for an installed model with no live node
     # apps (API key names) whose unknown model names go to the keyword policy instead of a 404; the global switch
     # is route_unknown_models
     route_unknown_models_apps: list[str] = Field(default_factory=list)

@@ -1,0 +1,194 @@
+"""Issue 14, keyword-routed traffic on an on-demand engine, end to end on the REAL llama-server in router mode
+(`--no-models-autoload`: the engine answers 400 "model is not loaded" to a request for a model nobody loaded).
+
+A client that sends `homelab/auto` or a `homelab/<route>` alias never names the engine's model, so the catalog's
+named-model path does not see it; the route's own `model` must still be made resident before dispatch, with the same
+single flight, bounded wait and eviction rules (router_app/catalog/glue.py `before_route`). A CountingProxy
+(tests/router/llama_router_rig.py, forwarding byte for byte) sits between the router and the engine and counts the
+`POST /models/load` calls that reach the engine.
+
+Also here: the loading notice on streams (router_app/v1/notice.py), read with the official `openai` SDK, and a load
+that fails on a route that may fall back.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from conftest import RouterServer, rig_config
+from llama_router_rig import CountingProxy, start_llama_router, states, stop_llama_router
+
+LOAD = ("POST", "/models/load")
+
+
+@pytest.fixture
+def llama(tmp_path):
+    d = tmp_path / "models"
+    d.mkdir()
+    (d / "tiny-broken.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 16)   # listed, but its load fails
+    proc, url, log = start_llama_router(d)
+    proxy = CountingProxy(url)
+    yield proc, url, proxy
+    proxy.close()
+    stop_llama_router(proc, log)
+
+
+def _router(engines, tmp_path, proxy, model="tiny-alpha", **route_kw) -> RouterServer:
+    def mutate(cfg):
+        cfg["routes"]["small"] = {"url": proxy.url + "/v1", "model": model, "aliases": ["homelab/small"],
+                                  "max_concurrency": 4, "max_queue": 200, "queue_timeout_s": 60,
+                                  "first_byte_timeout_s": 60, "terminal": True,
+                                  "catalog": {"engine": "llamacpp_router", "residency": "on_demand",
+                                              "max_resident": 2, "load_timeout_s": 60}, **route_kw}
+        if "failover" in route_kw:
+            cfg["routes"]["small"].pop("terminal")
+        cfg["buckets"]["unknown"]["route"] = "small"      # text that matches no keyword goes to the small route
+        cfg["catalog"] = {"refresh_s": 0.5, "wait_s": 60, "retry_after_s": 7}
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(rig_config(engines, tmp_path, mutate), sort_keys=False))
+    return RouterServer(str(path))
+
+
+def _body(model: str, **kw) -> dict:
+    return {"model": model, "max_tokens": 2, "messages": [{"role": "user", "content": "hello there"}], **kw}
+
+
+def test_keyword_and_alias_traffic_loads_the_routes_own_model(llama, engines, tmp_path):
+    proc, lurl, proxy = llama
+    r = _router(engines, tmp_path, proxy)
+    try:
+        c = httpx.Client(base_url=r.url, timeout=120)
+        assert states(lurl)["tiny-alpha"] == "unloaded", "the engine must start cold for this test"
+        # an alias on a cold route: one load, then the answer
+        resp = c.post("/v1/chat/completions", json=_body("homelab/small"))
+        assert resp.status_code == 200, f"alias on a cold route: {resp.status_code} {resp.text}"
+        assert resp.headers["x-homelab-route"] == "small", resp.headers
+        assert states(lurl)["tiny-alpha"] == "loaded"
+        assert proxy.counts[LOAD] == 1, f"one load expected, the engine saw {proxy.counts}"
+        # keyword-routed (homelab/auto, bucket unknown -> small) on the now hot model: no second load
+        resp = c.post("/v1/chat/completions", json=_body("homelab/auto"))
+        assert resp.status_code == 200 and resp.headers["x-homelab-route"] == "small", resp.text
+        assert proxy.counts[LOAD] == 1, proxy.counts
+
+        # cold again (the admin API unloads it), then 20 concurrent keyword requests: exactly one load
+        un = c.post("/admin/models/unload", json={"model": "tiny-alpha"})
+        assert un.status_code == 200 and un.json()["unloaded_from"] == ["small"], un.text
+        assert states(lurl)["tiny-alpha"] == "unloaded"
+        proxy.counts.clear()
+
+        async def burst():
+            async with httpx.AsyncClient(base_url=r.url, timeout=120) as ac:
+                return await asyncio.gather(*(ac.post("/v1/chat/completions", json=_body("homelab/auto"))
+                                              for _ in range(20)))
+        answers = asyncio.run(burst())
+        assert [a.status_code for a in answers] == [200] * 20, {a.status_code: a.text for a in answers}
+        assert {a.headers["x-homelab-route"] for a in answers} == {"small"}
+        assert proxy.counts[LOAD] == 1, f"20 concurrent cold requests must cause exactly one load: {proxy.counts}"
+        assert proxy.counts[("POST", "/v1/chat/completions")] == 20, proxy.counts
+        assert r.app.catalog.loads.get(("small", "tiny-alpha", "ok")) == 2, r.app.catalog.loads
+        up = c.get("/admin/upstreams").json()["routes"]["small"]["engine"]
+        assert up["in_flight_by_model"] == {}, f"every hold is given back after the answers: {up}"
+    finally:
+        r.stop()
+
+
+def test_a_keyword_request_in_flight_keeps_its_model_resident(llama, engines, tmp_path):
+    """alpha is the oldest resident, so eviction would pick it first (same size, longest idle); a keyword request
+    in flight on it must make the router evict beta instead."""
+    proc, lurl, proxy = llama
+    r = _router(engines, tmp_path, proxy)
+    try:
+        c = httpx.Client(base_url=r.url, timeout=120)
+        assert c.post("/v1/chat/completions", json=_body("homelab/small")).status_code == 200   # alpha hot
+        assert c.post("/v1/chat/completions", json=_body("tiny-beta")).status_code == 200       # beta hot
+        assert states(lurl) == {"tiny-alpha": "loaded", "tiny-beta": "loaded", "tiny-gamma": "unloaded",
+                                "tiny-broken": "unloaded"}
+        proxy.hold("/v1/chat/completions", b'"tiny-alpha"')
+
+        async def scene():
+            async with httpx.AsyncClient(base_url=r.url, timeout=120) as ac:
+                held = asyncio.ensure_future(ac.post("/v1/chat/completions", json=_body("homelab/auto")))
+                await asyncio.to_thread(proxy.wait_held, 1)
+                up = (await ac.get("/admin/upstreams")).json()["routes"]["small"]["engine"]
+                assert up["in_flight_by_model"] == {"tiny-alpha": 1}, up
+                gamma = await ac.post("/v1/chat/completions", json=_body("tiny-gamma"))
+                eng = await asyncio.to_thread(states, lurl)
+                proxy.release()
+                return gamma, eng, await held
+        gamma, eng, held = asyncio.run(scene())
+        assert gamma.status_code == 200, gamma.text
+        assert eng["tiny-alpha"] == "loaded" and eng["tiny-beta"] == "unloaded" and eng["tiny-gamma"] == "loaded", \
+            f"beta (idle) must be evicted, never alpha (a request in flight): {eng}"
+        assert held.status_code == 200 and held.headers["x-homelab-route"] == "small", held.text
+    finally:
+        proxy.release()
+        r.stop()
+
+
+def test_stream_gets_a_loading_notice_and_the_sdk_ignores_it(llama, engines, tmp_path):
+    proc, lurl, proxy = llama
+    r = _router(engines, tmp_path, proxy)
+    try:
+        # raw bytes: the comment comes first, with the routing headers already on the 200
+        with httpx.Client(base_url=r.url, timeout=120) as c:
+            with c.stream("POST", "/v1/chat/completions", json=_body("homelab/small", stream=True)) as resp:
+                assert resp.status_code == 200
+                assert resp.headers["x-homelab-route"] == "small"
+                assert resp.headers["content-type"].startswith("text/event-stream")
+                raw = b"".join(resp.iter_raw())
+        assert raw.startswith(b": loading tiny-alpha on small\n\n"), raw[:200]
+        assert b"data: [DONE]" in raw and b'"error"' not in raw, raw[-300:]
+        # hot now: no notice
+        with httpx.Client(base_url=r.url, timeout=120) as c:
+            raw = c.post("/v1/chat/completions", json=_body("homelab/small", stream=True)).content
+        assert raw.startswith(b"data: "), raw[:200]
+
+        # the official SDK on a cold model (named: the catalog's own path), notice included
+        un = httpx.post(r.url + "/admin/models/unload", json={"model": "tiny-alpha"}, timeout=60)
+        assert un.status_code == 200, un.text
+        client = openai.OpenAI(base_url=r.url + "/v1", api_key="unused", max_retries=0)
+        for model in ("tiny-alpha", "homelab/auto"):
+            if model == "homelab/auto":
+                assert httpx.post(r.url + "/admin/models/unload", json={"model": "tiny-alpha"},
+                                  timeout=60).status_code == 200
+            before = proxy.counts[LOAD]
+            chunks = list(client.chat.completions.create(model=model, max_tokens=3, stream=True,
+                                                          messages=[{"role": "user", "content": "hello there"}]))
+            assert proxy.counts[LOAD] == before + 1, f"{model}: the stream had to wait for a load: {proxy.counts}"
+            assert chunks and all(ch.object == "chat.completion.chunk" for ch in chunks), chunks
+            text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+            assert text, f"{model}: the SDK got the tokens after the notice: {chunks}"
+
+        # a load that fails after the notice went out: the stream ends with an error event; the SDK raises it
+        with pytest.raises(openai.APIError) as ei:
+            list(client.chat.completions.create(model="tiny-broken", max_tokens=3, stream=True,
+                                                messages=[{"role": "user", "content": "hi"}]))
+        assert "tiny-broken" in str(ei.value) and "failed" in str(ei.value), str(ei.value)
+        # the same failure on a plain request keeps its own status code (no notice, nothing committed)
+        resp = httpx.post(r.url + "/v1/chat/completions", json=_body("tiny-broken"), timeout=60)
+        assert resp.status_code == 503, resp.text
+    finally:
+        r.stop()
+
+
+def test_a_failed_load_fails_over_for_keyword_traffic(llama, engines, tmp_path):
+    proc, lurl, proxy = llama
+    r = _router(engines, tmp_path, proxy, model="tiny-broken", failover="brain")
+    try:
+        resp = httpx.post(r.url + "/v1/chat/completions", json=_body("homelab/auto"), timeout=120)
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-homelab-route"] == "brain", resp.headers
+        assert resp.headers["x-homelab-reason"] == "small_load_failed", resp.headers
+        assert proxy.counts[LOAD] == 1, proxy.counts
+        # the alias pins the route, and a pin still follows its failover chain: the engine's last load of the model
+        # failed, so placement refuses the route (no second load) and the request moves on
+        r2 = httpx.post(r.url + "/v1/chat/completions", json=_body("homelab/small"), timeout=120)
+        assert r2.status_code == 200 and r2.headers["x-homelab-route"] == "brain", (r2.status_code, r2.headers)
+        assert r2.headers["x-homelab-reason"] == "small_load_failed", r2.headers
+        assert proxy.counts[LOAD] == 1, f"a failed model is not loaded again on every request: {proxy.counts}"
+    finally:
+        r.stop()
