@@ -20,6 +20,7 @@ from .loader import SingleFlight
 from .model import BUSY, DOWN, FAILED, HOT, LOADING, NODE_LOADING, NODE_SLEEPING, OK, ON_DISK, SLEEPING, ModelInfo
 from .placement import Placement, idle_evictions, place
 from .registry import Registry
+from .vram import card_figures, ledger
 
 POLL_S = 0.01
 
@@ -73,6 +74,7 @@ class CatalogService:
             await asyncio.sleep(self.settings.refresh_s)
             try:
                 await self.registry.refresh_all()
+                self.agent_vram()
                 self._mark_busy()
                 await self._idle_sweep()
             except asyncio.CancelledError:
@@ -90,6 +92,26 @@ class CatalogService:
             e = node.engine
             st.engine_busy = bool(c.busy_waiting and e is not None and e.fresh(stale, now)
                                   and e.waiting >= c.busy_waiting)
+
+    def agent_vram(self) -> None:
+        """Copies each node agent's card figures (the hub's last heartbeat) onto the routes its engines serve."""
+        hub = getattr(self.app, "hub", None)
+        if hub is None:
+            return
+        for name, rec in hub.registry.nodes.items():
+            gpus = (rec.get("info") or {}).get("gpus")
+            for route in hub.registry.routes_of(name):
+                node, c = self.registry.nodes.get(route), self.registry.catalog_cfg(route)
+                if node is None or c is None:
+                    continue
+                fig = card_figures(gpus, c.gpu_cards)
+                node.agent_vram = None if fig is None else (fig[0], fig[1], rec["last_seen"])
+
+    def _apply_ledger(self, node, now_wall: float) -> None:
+        c = self.registry.catalog_cfg(node.route)
+        learned = sum(m.size_mb for m in node.resident())
+        cap, used, src = ledger(c.vram_mb if c else 0, learned, node.agent_vram, now_wall, self.settings.stale_s)
+        node.vram_mb, node.vram_used_mb = cap, (used if src == "agent" else None)
 
     async def _idle_sweep(self) -> None:
         now = time.monotonic()
@@ -117,8 +139,10 @@ class CatalogService:
         nodes = self.registry.live_nodes(model)
         if only is not None:
             nodes = [n for n in nodes if n.route == only]
+        wall = time.time()
         for n in nodes:
             n.group_busy = self._group_busy(n.route)
+            self._apply_ledger(n, wall)
         return place(model, nodes, self.settings.stale_s, time.monotonic(), allowed=allowed, full=full)
 
     def _group_busy(self, route: str) -> bool:
@@ -295,6 +319,11 @@ class CatalogService:
             return BUSY
         return OK
 
+    def _vram_view(self, node) -> dict:
+        self._apply_ledger(node, time.time())
+        return {"source": "agent" if node.vram_used_mb is not None else "learned", "total_mb": node.vram_mb or None,
+                "used_mb": node.used_mb()}
+
     def upstreams(self) -> dict:
         now, stale = time.monotonic(), self.settings.stale_s
         out = {}
@@ -306,5 +335,6 @@ class CatalogService:
                          "engine_waiting": e.waiting if fresh else None, "engine_running": e.running if fresh else None,
                          "kv_cache_usage": e.kv_usage if fresh else None,
                          "models": {m.name: m.state for m in node.models.values()},
-                         "in_flight_by_model": dict(node.model_in_flight), "refresh_error": self.registry.errors.get(name)}
+                         "in_flight_by_model": dict(node.model_in_flight), "refresh_error": self.registry.errors.get(name),
+                         "vram": self._vram_view(node)}
         return out

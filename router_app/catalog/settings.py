@@ -39,6 +39,9 @@ class RouteCatalog(_Strict):
     idle_ttl_s: float = Field(0.0, ge=0)      # 0: never unloaded for idleness
     vram_mb: int = Field(0, ge=0)             # the card's capacity; 0: unknown (count limit only)
     gpu_group: Optional[str] = None
+    # the cards (nvidia-smi index) of the node agent's report that this engine uses; None: all of the node's cards.
+    # Fresh agent figures replace vram_mb and the learned sizes in the VRAM ledger (router_app/catalog/vram.py).
+    gpu_cards: Optional[list[int]] = None
     load_timeout_s: float = Field(120.0, gt=0)
     busy_waiting: int = Field(0, ge=0)        # engine queue depth at which the route counts as busy; 0: off
     sleep_wake: bool = False                  # vLLM: unload = POST /sleep, load = POST /wake_up
