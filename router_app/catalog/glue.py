@@ -58,8 +58,19 @@ async def _wait_for(app, ctx, p) -> None:
         await app.catalog.ensure(p)
 
 
+async def _revalidated(app, p, route: str):
+    """A hot placement on a route that went down since the registry last read it: read the engine now (one call,
+    only after an outage) and place again on that route."""
+    reg = app.catalog.registry
+    if p is None or p.state != HOT or not reg.outdated(route):
+        return p
+    await reg.refresh_route(route)
+    again = app.catalog.place(p.model, only=route)
+    return again if again.choice is not None else p
+
+
 async def prepare(app, ctx) -> None:
-    p = ctx.catalog
+    p = ctx.catalog = await _revalidated(app, ctx.catalog, ctx.catalog.choice)
     _hold(app, ctx, p.choice, p.model)
     await _wait_for(app, ctx, p)
 
@@ -81,9 +92,14 @@ async def before_route(app, ctx, route: str) -> None:
     model = route_model(app, ctx, route)
     if model is None:
         return
-    if app.catalog.registry.nodes[route].models[model].state == HOT:      # the fast path: no placement to run
+    reg = app.catalog.registry
+    if reg.nodes[route].models[model].state == HOT and not reg.outdated(route):   # the fast path: no placement
         _hold(app, ctx, route, model)
         return
+    if reg.outdated(route):
+        await reg.refresh_route(route)
+        if model not in reg.nodes[route].models:
+            return
     p = app.catalog.place(model, only=route)      # access was settled by the decision and the chain
     if p.choice is None:
         raise unavailable(model, p, app.catalog.settings.retry_after_s)

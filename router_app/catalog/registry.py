@@ -23,6 +23,7 @@ class Registry:
         self.index: dict = {}          # model -> tuple of routes
         self.errors: dict = {}         # route -> last refresh error
         self.refreshed_at: dict = {}   # route -> monotonic time of the last good refresh
+        self.refreshed_wall: dict = {} # the same, wall clock (compared with a route's last_error_at)
         self._cfg_key: dict = {}
         self.refreshes = 0
         self.changes: dict = {}        # route -> count of load/unload results adopted (a refresh older than one is stale)
@@ -73,6 +74,7 @@ class Registry:
             return
         self.adopt(route, models, changed=False)
         self.refreshed_at[route] = time.monotonic()
+        self.refreshed_wall[route] = time.time()
         self.errors.pop(route, None)
         try:
             load = await ad.load_figures(models)
@@ -109,6 +111,13 @@ class Registry:
             for m in node.models:
                 idx.setdefault(m, []).append(name)
         self.index = {m: tuple(rs) for m, rs in idx.items()}
+
+    def outdated(self, route: str) -> bool:
+        """The route was marked down after its last good refresh: an engine that went away (a restart) has lost
+        every model it had loaded, so "hot" from before the outage is not to be trusted."""
+        st = self._rt().states.get(route)
+        err_at = getattr(st, "last_error_at", None) if st is not None else None
+        return bool(err_at) and err_at >= self.refreshed_wall.get(route, 0.0)
 
     # ----------------------------------------------------------------------------- reads
     def live_nodes(self, model: str) -> list:

@@ -36,16 +36,18 @@ if not BINARY.is_file() and Path("/work/main/.cache/llama-server/0.3.36/llama-se
 NAMES = ("tiny-alpha", "tiny-beta", "tiny-gamma")
 
 
-def start_llama_router(d: Path, models_max: int = 2):
-    """Starts llama-server in router mode over three tiny GGUF models in `d`; returns (process, base url, log file).
-    Skips the test when the cached binary is missing."""
+def start_llama_router(d: Path, models_max: int = 2, port: int = 0):
+    """Starts llama-server in router mode over three tiny GGUF models in `d` (made when missing); returns
+    (process, base url, log file). `port`: 0 picks a free one. Skips the test when the cached binary is missing."""
     if not BINARY.is_file():
         pytest.skip(f"no cached llama-server at {BINARY} (tests/tools/build_llama_server_cache.sh builds it)")
     for i, n in enumerate(NAMES):
+        if (d / f"{n}.gguf").is_file():
+            continue
         subprocess.run([sys.executable, str(REPO / "tests" / "fixtures" / "make_tiny_gguf.py"), "--out",
                         str(d / f"{n}.gguf"), "--seed", str(i)], check=True, capture_output=True)
-    port = free_port()
-    log = open(d / "llama-server.log", "wb")
+    port = port or free_port()
+    log = open(d / "llama-server.log", "ab")
     proc = subprocess.Popen([str(BINARY), "--models-dir", str(d), "--models-max", str(models_max),
                              "--no-models-autoload", "--host", "127.0.0.1", "--port", str(port), "-c", "512",
                              "-t", "1", "--parallel", "4"],

@@ -37,7 +37,7 @@ def llama(tmp_path):
     stop_llama_router(proc, log)
 
 
-def _router(engines, tmp_path, proxy, model="tiny-alpha", **route_kw) -> RouterServer:
+def _router(engines, tmp_path, proxy, model="tiny-alpha", refresh_s=0.5, **route_kw) -> RouterServer:
     def mutate(cfg):
         cfg["routes"]["small"] = {"url": proxy.url + "/v1", "model": model, "aliases": ["homelab/small"],
                                   "max_concurrency": 4, "max_queue": 200, "queue_timeout_s": 60,
@@ -47,7 +47,7 @@ def _router(engines, tmp_path, proxy, model="tiny-alpha", **route_kw) -> RouterS
         if "failover" in route_kw:
             cfg["routes"]["small"].pop("terminal")
         cfg["buckets"]["unknown"]["route"] = "small"      # text that matches no keyword goes to the small route
-        cfg["catalog"] = {"refresh_s": 0.5, "wait_s": 60, "retry_after_s": 7}
+        cfg["catalog"] = {"refresh_s": refresh_s, "wait_s": 60, "retry_after_s": 7}
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump(rig_config(engines, tmp_path, mutate), sort_keys=False))
     return RouterServer(str(path))
@@ -192,3 +192,35 @@ def test_a_failed_load_fails_over_for_keyword_traffic(llama, engines, tmp_path):
         assert proxy.counts[LOAD] == 1, f"a failed model is not loaded again on every request: {proxy.counts}"
     finally:
         r.stop()
+
+
+def test_an_engine_restart_does_not_leave_a_stale_hot_model(tmp_path, engines):
+    """The engine restarts (every model it had loaded is gone) while the registry still says hot; with no
+    background refresh in between (refresh_s: 3600), the first request after the route is back must read the engine
+    again and load, not send the request to an engine that answers 400 "model is not loaded"."""
+    d = tmp_path / "models"
+    d.mkdir()
+    proc, lurl, log = start_llama_router(d)
+    port = int(lurl.rsplit(":", 1)[1])
+    proxy = CountingProxy(lurl)
+    r = _router(engines, tmp_path, proxy, refresh_s=3600)
+    try:
+        c = httpx.Client(base_url=r.url, timeout=120)
+        assert c.post("/v1/chat/completions", json=_body("homelab/small")).status_code == 200
+        assert states(lurl)["tiny-alpha"] == "loaded"
+        stop_llama_router(proc, log)
+        r.probe()                                   # the router sees the outage
+        assert c.get("/admin/upstreams").json()["routes"]["small"]["healthy"] is False
+        proc, lurl2, log = start_llama_router(d, port=port)
+        assert lurl2 == lurl and states(lurl)["tiny-alpha"] == "unloaded"
+        r.probe()                                   # ...and the engine back, cold
+        assert c.get("/admin/upstreams").json()["routes"]["small"]["healthy"] is True
+        for model in ("homelab/small", "tiny-alpha"):
+            resp = c.post("/v1/chat/completions", json=_body(model))
+            assert resp.status_code == 200, f"{model} after an engine restart: {resp.status_code} {resp.text}"
+            if model == "homelab/small":
+                assert proxy.counts[LOAD] == 2, f"the restarted engine needed a load: {proxy.counts}"
+    finally:
+        r.stop()
+        proxy.close()
+        stop_llama_router(proc, log)
