@@ -89,17 +89,18 @@ async def before_route(app, ctx, route: str) -> None:
     """Raises ApiError (503 model_unavailable / model_loading / model_load_failed): forward() fails over on it when
     the request may fall back, and answers it otherwise."""
     finish(app, ctx)              # a hold on the route tried before this one
+    reg = app.catalog.registry
+    node = reg.nodes.get(route)
+    if node is None or node.residency != "on_demand":
+        return
+    if route not in reg.refreshed_at or reg.outdated(route):     # never read yet, or read before an outage
+        await reg.refresh_route(route)
     model = route_model(app, ctx, route)
     if model is None:
         return
-    reg = app.catalog.registry
-    if reg.nodes[route].models[model].state == HOT and not reg.outdated(route):   # the fast path: no placement
+    if reg.nodes[route].models[model].state == HOT:     # the fast path: no placement to run
         _hold(app, ctx, route, model)
         return
-    if reg.outdated(route):
-        await reg.refresh_route(route)
-        if model not in reg.nodes[route].models:
-            return
     p = app.catalog.place(model, only=route)      # access was settled by the decision and the chain
     if p.choice is None:
         raise unavailable(model, p, app.catalog.settings.retry_after_s)

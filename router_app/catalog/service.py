@@ -55,8 +55,10 @@ class CatalogService:
         if not self.registry.nodes:
             self._task = asyncio.get_running_loop().create_task(self._loop(first=False))
             return
+        # the first read, before serving (bounded: an engine that is down does not hold the router's start for long)
+        first_s = max(self.settings.refresh_s, 2 * self.app.runtime.config.health.timeout_s + 1)
         try:
-            await asyncio.wait_for(self.registry.refresh_all(), self.settings.refresh_s)
+            await asyncio.wait_for(self.registry.refresh_all(), first_s)
         except asyncio.TimeoutError:
             pass
         self._task = asyncio.get_running_loop().create_task(self._loop())
