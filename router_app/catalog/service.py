@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+
+import aiohttp
 from typing import Optional
 
 from ..errors import ApiError
@@ -168,8 +170,9 @@ class CatalogService:
         except asyncio.TimeoutError:
             raise ApiError(503, f"model '{model}' is still loading on '{route}'", type="server_error",
                            code="model_loading", headers={"Retry-After": "5", "x-should-retry": "false"}) from None
-        except EngineError as exc:
-            raise ApiError(503, f"loading model '{model}' on '{route}' failed: {exc}", type="server_error",
+        except (EngineError, aiohttp.ClientError, OSError) as exc:     # the engine refused, or is not there
+            raise ApiError(503, f"loading model '{model}' on '{route}' failed: {exc or type(exc).__name__}",
+                           type="server_error",
                            code="model_load_failed", headers={"Retry-After": str(self.settings.retry_after_s),
                                                               "x-should-retry": "false"}) from None
 

@@ -224,3 +224,22 @@ def test_an_engine_restart_does_not_leave_a_stale_hot_model(tmp_path, engines):
         r.stop()
         proxy.close()
         stop_llama_router(proc, log)
+
+
+def test_an_engine_gone_before_the_router_knows_fails_over(llama, engines, tmp_path):
+    """The engine dies and no probe has run yet: the load cannot connect. Keyword traffic moves on along the
+    failover chain (an OpenAI-shaped answer, never a 502 router_error); a named model is a 503 model_load_failed."""
+    proc, lurl, proxy = llama
+    r = _router(engines, tmp_path, proxy, failover="brain")
+    try:
+        proc.terminate()
+        proc.wait(10)
+        resp = httpx.post(r.url + "/v1/chat/completions", json=_body("homelab/auto"), timeout=60)
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-homelab-route"] == "brain" and resp.headers["x-homelab-reason"] == "small_load_failed"
+        resp = httpx.post(r.url + "/v1/chat/completions", json=_body("tiny-beta"), timeout=60)
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["error"]["code"] in ("model_load_failed", "model_unavailable"), resp.text
+        assert resp.headers["x-should-retry"] == "false" and int(resp.headers["retry-after"]) >= 1
+    finally:
+        r.stop()
