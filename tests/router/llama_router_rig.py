@@ -159,6 +159,9 @@ class CountingProxy:
             time.sleep(0.02)
 
     def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+
         async def stop():
             await self._runner.cleanup()
             await self._session.close()

@@ -234,6 +234,7 @@ def test_an_engine_gone_before_the_router_knows_fails_over(llama, engines, tmp_p
     try:
         proc.terminate()
         proc.wait(10)
+        proxy.close()             # nothing listens on the route's port any more: connection refused
         resp = httpx.post(r.url + "/v1/chat/completions", json=_body("homelab/auto"), timeout=60)
         assert resp.status_code == 200, resp.text
         assert resp.headers["x-homelab-route"] == "brain" and resp.headers["x-homelab-reason"] == "small_load_failed"
