@@ -17,7 +17,7 @@ APT_PACKAGES := podman runc debootstrap uidmap slirp4netns fuse-overlayfs iprout
                 build-essential cmake ninja-build git curl python3-venv ca-certificates wrk \
                 chromium chromium-driver mosquitto
 
-.PHONY: help deps venv image test test-fast lint bench bench-hub lab lab-down
+.PHONY: help deps venv image test test-fast lint bench bench-catalog bench-hub lab lab-down
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ lint: venv ## yamllint + ansible-lint
 
 bench: venv ## router overhead benchmark (direct vs through the router)
 	@$(VENV)/bin/python bench/bench_router.py
+
+bench-catalog: venv ## model-catalog benchmark (placement 50x200, cold-model overhead, single flight)
+	@$(VENV)/bin/python bench/bench_catalog.py
 
 bench-hub: venv ## control-plane benchmark (200 simulated agents every 5 s: hub CPU, command latency)
 	@$(VENV)/bin/python bench/bench_hub.py
