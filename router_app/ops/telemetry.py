@@ -214,7 +214,7 @@ class JsonlLog:
 
 class Logs:
     FILES = {"decisions": "router-decisions.jsonl", "failures": "upstream-failures.jsonl",
-             "events": "router-events.jsonl"}
+             "events": "router-events.jsonl", "admin": "admin-audit.jsonl"}
 
     def __init__(self, log_dir: str, max_bytes: int, backups: int):
         self.dir = log_dir
@@ -234,7 +234,7 @@ class Logs:
         self.dir = log_dir
 
     def all(self) -> Iterable[JsonlLog]:
-        return (self.decisions, self.failures, self.events)
+        return (self.decisions, self.failures, self.events, self.admin)
 
     def flush(self) -> None:
         for l in self.all():
