@@ -16,6 +16,7 @@ import uuid
 from typing import Any, Optional
 
 from . import commands as cmds
+from . import drains
 from .config import HubSettings
 from .registry import Registry
 from .store import HubStore
@@ -52,6 +53,7 @@ class Hub:
         self.heartbeats = 0
         self._sweeps = 0
         self.delivery_latency: list = []  # seconds from queued to delivered, newest last (bounded)
+        self.started_at = time.time()     # hub drains wait one stale_after_s after a start (drains.py)
 
     # ----------------------------------------------------------------------------- lifecycle
     def tap(self, logs) -> None:
@@ -78,6 +80,7 @@ class Hub:
         self.registry.settings = settings
 
     async def start(self) -> None:
+        self.started_at = time.time()
         self.event("hub_start", data={"nodes": len(self.registry.nodes), "store": self.store.path})
         self._task = asyncio.get_running_loop().create_task(self._sweeper())
 
@@ -103,6 +106,7 @@ class Hub:
         for name in self.registry.find_stale(now):
             silent = round(now - self.registry.nodes[name]["last_seen"], 1)
             self.event("node_stale", node=name, data={"silent_s": silent})
+        self.apply_drains(now)
         for cid, node, kind in self.store.requeue_unacked(now, ACK_TIMEOUT_S):
             self.event("command_requeued", node=node, data={"command": cid, "command_kind": kind,
                                                              "detail": "delivered but not acknowledged"})
@@ -117,6 +121,29 @@ class Hub:
         self._sweeps += 1
         if self._sweeps % 600 == 0:
             self.store.trim_events(self.settings.events_keep)
+
+    def apply_drains(self, now: Optional[float] = None) -> tuple[dict, dict]:
+        """Drains the routes of stale nodes and undrains those of nodes back (drains.plan), with events."""
+        rt = getattr(self.host, "runtime", None)
+        states = getattr(rt, "states", None)
+        if not states:
+            return {}, {}
+        now = time.time() if now is None else now
+        current = {r: st.hub_drained for r, st in states.items() if getattr(st, "hub_drained", None)}
+        drain, undrain = drains.plan(self.settings.drain_stale_routes, self.registry.nodes, self.registry.routes_of,
+                                     states, current, now, self.settings.stale_after_s, self.started_at)
+        for r, n in drain.items():
+            states[r].hub_drained = n
+            self.event("hub_drain", node=n, route=r, data={"detail": f"node {n} is stale: auto-routing skips {r} "
+                                                                      "until its agent beats again"})
+        for r, n in undrain.items():
+            states[r].hub_drained = None
+            why = "node back" if self.settings.drain_stale_routes else "hub.drain_stale_routes is off"
+            self.event("hub_undrain", node=n, route=r,
+                       data={"detail": why, "operator_drain_kept": bool(states[r].drained)})
+        if drain or undrain:
+            rt.refresh_drained()
+        return drain, undrain
 
     # ----------------------------------------------------------------------------- events
     def event(self, kind: str, node: Optional[str] = None, route: Optional[str] = None,
@@ -149,6 +176,7 @@ class Hub:
         came_back = self.registry.beat(node, payload, time.time())
         if came_back is not None:
             self.event("node_up", node=node, data={"was": came_back})
+            self.apply_drains()
         return {"interval_s": self.settings.heartbeat_interval_s, "commands": self.take(node),
                 "server_time": time.time()}
 
@@ -212,7 +240,12 @@ class Hub:
 
     # ----------------------------------------------------------------------------- admin
     def nodes(self) -> list:
-        return self.registry.view(time.time(), self.store)
+        out = self.registry.view(time.time(), self.store)
+        states = getattr(getattr(self.host, "runtime", None), "states", None) or {}
+        for item in out:
+            item["drained_routes"] = sorted(r for r, st in states.items()
+                                            if getattr(st, "hub_drained", None) == item["node"])
+        return out
 
     def node_of_route(self, route: str) -> str:
         for name in self.settings.agents:

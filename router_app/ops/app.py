@@ -72,7 +72,8 @@ class RouteSnapshot(BaseModel):
     url: str
     model: str
     healthy: bool
-    drained: bool
+    drained: bool                           # an operator's drain
+    drained_by_hub: Optional[str] = None    # the stale node the hub drained this route for (auto-undrained)
     in_flight: int
     queued: int
     max_concurrency: int
@@ -94,6 +95,7 @@ class RouteStatus(BaseModel):
     queued: int
     healthy: bool
     drained: bool
+    drained_by_hub: Optional[str] = None
 
 
 class Stats(_Open):
@@ -108,6 +110,7 @@ class Stats(_Open):
 class DrainResult(BaseModel):
     route: str
     drained: bool
+    drained_by_hub: Optional[str] = None    # still skipped by auto-routing after an undrain while this is set
 
 
 class Reloaded(BaseModel):

@@ -185,7 +185,7 @@ class RouterApp:
         if err:
             rec["persist_error"] = err
         self.logs.events.write(rec)
-        return {"route": route, "drained": drain}
+        return {"route": route, "drained": drain, "drained_by_hub": st.hub_drained}
 
     # ================================================================================= ASGI
     async def __call__(self, scope, receive, send):
