@@ -9,7 +9,9 @@ so it deploys as this one file on any Linux node (roles/homelab_agent) without t
 * Commands come from a closed list (NODE_KINDS); each runs its runbook playbooks/runbooks/<kind>.yml through
   `ansible-runner run` (argv, never a shell), with the node's fixed variables and the command's validated arguments
   as extra vars; artifacts are rotated. The result (rc, status, failed tasks, last event lines) goes to
-  /hub/agent/result.
+  /hub/agent/result. While it runs, per-task summaries (task start, ok, changed, failed, unreachable, skipped: task
+  name and host, never a task's output; agent_runner.py) are read from the runner's job_events and POSTed to
+  /hub/agent/events in batches about once a second and before the result, at most EVENTS_PER_COMMAND per command.
 * At most once: the agent acknowledges each command it takes (/hub/agent/ack); the hub hands an unacknowledged
   one out again, which is safe because a command id is written to the state file (fsync) before it starts; an id seen before is never run
   again (after a crash mid-run the hub marks it `lost` at expiry, never re-sent). Results not yet accepted are kept in the
@@ -35,7 +37,17 @@ import urllib.error
 import urllib.request
 from queue import Queue
 
+try:                        # in the package (tests, the router's tooling)
+    from . import agent_runner
+except ImportError:         # deployed as files side by side in /opt/homelab-agent
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import agent_runner     # noqa: E402
+
+run_runbook = agent_runner.run_runbook
+
 VERSION = "1"
+EVENTS_PER_COMMAND = 200      # per-task summaries streamed per command; more are counted, not sent
+EVENTS_BUFFER = 500           # summaries waiting for the hub (hub down: the oldest go first)
 NODE_KINDS = {"restart_engine": {"engine"}, "recover_cuda": set(), "converge_node": {"check"}}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 GPU_FIELDS = ("index", "name", "uuid", "memory.total", "memory.used", "utilization.gpu", "temperature.gpu",
@@ -216,62 +228,6 @@ def check(cmd: dict, cfg: dict) -> str | None:
     return None
 
 
-def run_runbook(cmd: dict, cfg: dict) -> dict:
-    """ansible-runner run <private dir> -p <kind>.yml, against this node (connection local)."""
-    rc_cfg = cfg.get("runner", {})
-    runner = shutil.which(rc_cfg.get("bin", "ansible-runner"))
-    book_dir = rc_cfg.get("runbooks_dir", "/opt/homelab-agent/runbooks")
-    if not runner:
-        return {"status": "failed", "rc": None, "summary": "ansible-runner is not installed on this node"}
-    if not os.path.isfile(os.path.join(book_dir, f"{cmd['kind']}.yml")):
-        return {"status": "failed", "rc": None, "summary": f"runbook {cmd['kind']}.yml missing in {book_dir}"}
-    pdd = rc_cfg.get("data_dir", "/var/lib/homelab-agent/runner")
-    for sub in ("env", "inventory"):
-        os.makedirs(os.path.join(pdd, sub), mode=0o700, exist_ok=True)
-    project = os.path.join(pdd, "project")
-    if os.path.realpath(project) != os.path.realpath(book_dir):
-        if os.path.islink(project) or os.path.exists(project):
-            os.unlink(project)
-        os.symlink(book_dir, project)
-    interp = rc_cfg.get("python", sys.executable)
-    with open(os.path.join(pdd, "inventory", "hosts"), "w") as fh:
-        fh.write(f"localhost ansible_connection=local ansible_python_interpreter={interp}\n")
-    extra = dict(rc_cfg.get("extravars", {}))
-    extra.update({f"runbook_{k}": v for k, v in cmd["args"].items()})
-    extra["runbook_command_id"] = cmd["id"]
-    extra["runbook_engines"] = cfg.get("engines", [])
-    with open(os.path.join(pdd, "env", "extravars"), "w") as fh:
-        json.dump(extra, fh)
-    argv = [runner, "run", pdd, "-p", f"{cmd['kind']}.yml", "--ident", cmd["id"],
-            "--rotate-artifacts", str(int(rc_cfg.get("rotate_artifacts", 20)))]
-    if cmd["args"].get("check"):
-        argv.append("--cmdline=--check")      # one token: argparse would take a bare --check for an option
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env,
-                              timeout=float(rc_cfg.get("timeout_s", 1800)))
-        rc, tail = proc.returncode, (proc.stdout + proc.stderr)[-2000:]
-    except subprocess.TimeoutExpired:
-        rc, tail = None, "ansible-runner timed out"
-    art = os.path.join(pdd, "artifacts", cmd["id"])
-    failed, status = [], None
-    try:
-        with open(os.path.join(art, "status")) as fh:
-            status = fh.read().strip()
-        evdir = os.path.join(art, "job_events")
-        for name in sorted(os.listdir(evdir)):
-            with open(os.path.join(evdir, name)) as fh:
-                ev = json.load(fh)
-            if ev.get("event") in ("runner_on_failed", "runner_on_unreachable") and not ev.get("event_data", {}).get(
-                    "ignore_errors"):
-                failed.append(ev.get("event_data", {}).get("task"))
-    except (OSError, ValueError):
-        pass
-    ok = rc == 0 and status in (None, "successful")
-    return {"status": "succeeded" if ok else "failed", "rc": rc, "runner_status": status, "failed_tasks": failed,
-            "summary": tail.strip().splitlines()[-1] if tail.strip() else "", "output_tail": tail}
-
-
 # ================================================================================= the hub
 class Hub:
     def __init__(self, cfg: dict):
@@ -300,7 +256,52 @@ class Agent:
         self.work: Queue = Queue()
         self.backoff = 0.0
         self.started = time.time()
+        self.events_lock = threading.Lock()
+        self.events: list = []           # [{"id": cid, ...summary}], sent with the next heartbeat or poll
+        self.event_counts: dict = {}     # cid -> summaries made (bounded by EVENTS_PER_COMMAND)
+        self.events_sent = 0.0
         threading.Thread(target=self._worker, daemon=True).start()
+
+    def _on_event(self, cid: str, summary: dict) -> None:
+        with self.events_lock:
+            n = self.event_counts[cid] = self.event_counts.get(cid, 0) + 1
+            if n > EVENTS_PER_COMMAND:
+                return
+            self.events.append({"id": cid, **summary})
+            del self.events[:-EVENTS_BUFFER]
+
+    def _take_events(self) -> list:
+        with self.events_lock:
+            out, self.events = self.events, []
+            return out
+
+    def _give_back(self, batch: list) -> None:
+        """A batch the hub did not take goes back to the front of the queue (bounded)."""
+        if batch:
+            with self.events_lock:
+                self.events = (batch + self.events)[-EVENTS_BUFFER:]
+
+    def send_events(self, force: bool = False) -> bool:
+        """POST /hub/agent/events with the summaries gathered so far: about once a second while a runbook runs
+        (called from its wait loop), and before the result. False when the hub did not take them (kept, bounded)."""
+        now = time.monotonic()
+        if not force and now - self.events_sent < 1.0:
+            return True
+        self.events_sent = now
+        batch = self._take_events()
+        if not batch:
+            return True
+        try:
+            self.hub.post("/hub/agent/events", {"events": batch}, timeout=10)
+            return True
+        except urllib.error.HTTPError as exc:
+            if exc.code == 400:         # the hub refused the batch itself: do not send it again
+                log(f"hub refused {len(batch)} runner events: {exc.read()[:200]!r}")
+                return True
+            self._give_back(batch)
+        except (OSError, urllib.error.URLError, ValueError):
+            self._give_back(batch)
+        return False
 
     def figures(self) -> dict:
         cards, err = gpus(self.cfg.get("nvidia_smi", "nvidia-smi"))
@@ -334,14 +335,21 @@ class Agent:
             else:
                 log(f"running {c['kind']} {c['id']}")
                 try:
-                    res = run_runbook(c, self.cfg)
+                    res = run_runbook(c, self.cfg, on_event=lambda s, cid=c["id"]: self._on_event(cid, s),
+                                      on_tick=self.send_events)
                 except Exception as exc:     # a broken runner setup must not kill the agent
                     res = {"status": "failed", "summary": f"{type(exc).__name__}: {exc}"}
             status = res.pop("status")
+            with self.events_lock:
+                made = self.event_counts.pop(c["id"], 0)
+            if made > EVENTS_PER_COMMAND:
+                res["events_dropped"] = made - EVENTS_PER_COMMAND
             self.state.add_result({"id": c["id"], "status": status, "result": res})
             self.flush_results()
 
     def flush_results(self) -> None:
+        if self.events and not self.send_events(force=True):    # the last task summaries go before the result
+            return
         for r in self.state.pending():
             try:
                 self.hub.post("/hub/agent/result", r, timeout=10)

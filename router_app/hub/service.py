@@ -16,21 +16,14 @@ import uuid
 from typing import Any, Optional
 
 from . import commands as cmds
-from . import drains
+from . import drains, progress
 from .config import HubSettings
+from .errors import HubError
 from .registry import Registry
 from .store import HubStore
 
 FINAL = ("succeeded", "failed", "refused")
 ACK_TIMEOUT_S = 10.0     # a delivered command the agent did not acknowledge in this time is handed out again
-
-
-class HubError(Exception):
-    """status + code + message (+ param), turned into an OpenAI-shaped error by the API layer."""
-
-    def __init__(self, status: int, message: str, code: str, param: Optional[str] = None):
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
 
 
 def default_store_path(access_store_path: str) -> str:
@@ -53,6 +46,7 @@ class Hub:
         self.heartbeats = 0
         self._sweeps = 0
         self.delivery_latency: list = []  # seconds from queued to delivered, newest last (bounded)
+        self.progress_counts: dict = {}   # command id -> command_progress events stored (progress.py)
         self.started_at = time.time()     # hub drains wait one stale_after_s after a start (drains.py)
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -189,6 +183,13 @@ class Hub:
         del self.delivery_latency[:-1000]
         return [{"id": c["id"], "kind": c["kind"], "args": c["args"], "expires_at": c["expires_at"]} for c in out]
 
+    def runner_events(self, node: str, batch: Any) -> dict:
+        """Per-task summaries of a running runbook (agent_runner.py) -> `command_progress` events. Bounded: at most
+        progress.PER_BATCH per call and progress.PER_COMMAND per command; only for this node's commands that are
+        delivered or running; anything else in the batch is dropped and counted."""
+        taken, dropped = progress.accept(self, node, batch)
+        return {"accepted": taken, "dropped": dropped}
+
     def ack(self, node: str, cid: Any) -> dict:
         if not isinstance(cid, str):
             raise HubError(400, "id must be a string", "invalid_id", "id")
@@ -223,6 +224,7 @@ class Hub:
         if not isinstance(result, dict):
             result = {"detail": str(result)}
         cmd = self.store.finish(cid, status, result, time.time(), from_status=("delivered", "running"), node=node)
+        self.progress_counts.pop(cid, None)
         if cmd is None:
             known = self.store.get_command(cid)
             if known is None or known["node"] != node:

@@ -8,6 +8,7 @@ def test_files(host):
     assert tok.mode == 0o600 and tok.user == "root" and len(tok.content_string.strip()) >= 40
     assert host.file("/var/lib/homelab-agent").mode == 0o700
     assert host.file("/opt/homelab-agent/homelab_agent.py").mode == 0o755
+    assert host.file("/opt/homelab-agent/agent_runner.py").mode == 0o644     # imported by the agent, beside it
     assert host.file("/opt/homelab-agent/runbooks/recover_cuda.yml").exists
     cfg = json.loads(host.file("/etc/homelab/agent.json").content_string)
     assert cfg["node"] == "mol-homelab-agent" and cfg["token_file"] == "/etc/homelab/agent.token"
