@@ -19,7 +19,6 @@ import threading
 import time
 
 import httpx
-import pytest
 
 from caddy_front import CaddyFront
 from hub_rig import ROOT, Rig, env
