@@ -136,10 +136,11 @@ def read_file(path, allowlist, max_bytes=DEFAULT_READ) -> dict:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise FileRefused(f"{path}: cannot open: {exc.strerror or exc}") from None
+    st = os.fstat(fd)                      # of what was opened: no swap between the checks and the read
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FileRefused(f"{path} is not a regular file")
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())         # of what was opened: no swap between the checks and the read
-        if not stat.S_ISREG(st.st_mode):
-            raise FileRefused(f"{path} is not a regular file")
         if secret_mode(st):
             raise FileRefused(f"{path} looks like a secret (owned by root, mode {oct(stat.S_IMODE(st.st_mode))}: "
                               "no group/other access); secrets are never served")
