@@ -266,16 +266,16 @@ class Hub:
     def _file_gate(self, kind: str, args: dict, node: str, now: float, requested_by: str) -> None:
         """list_files/read_file: interactive reads, so an offline node is refused at once (nothing queues), and the
         path must lie inside the allowlist the node's agent reported. The agent checks again on the realpath."""
-        why = code = None
+        why, code, status = None, "path_not_allowed", 403
         allowed = self.registry.infra_paths(node)
         if not self.registry.online(node, now):
             why, code, status = f"node {node} is offline (no heartbeat); {kind} needs a connected agent", \
                 "node_offline", 409
         elif not agent_files.within(args["path"], allowed):
-            why, code, status = (f"{args['path']} is outside the infra allowlist of node {node} "
-                                 f"({', '.join(allowed) or 'empty: homelab_agent_infra_paths'})"), "path_not_allowed", 403
+            listed = ", ".join(allowed) or "empty: homelab_agent_infra_paths"
+            why = f"{args['path']} is outside the infra allowlist of node {node} ({listed})"
         elif agent_files.secret_name(args["path"]):
-            why, code, status = f"{args['path']} looks like a secret (its name); never served", "path_not_allowed", 403
+            why = f"{args['path']} looks like a secret (its name); never served"
         if why:
             self.event("command_refused", node=node, data={"command_kind": kind, "args": args, "reason": why,
                                                             "requested_by": requested_by})
