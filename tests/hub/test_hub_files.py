@@ -174,3 +174,28 @@ def test_end_to_end_through_the_hub_and_a_real_agent(rig, tree):
     assert any("outside the infra allowlist" in e["reason"] for e in refused), refused
     kinds = [e["kind"] for e in rig.events(node="gpu-a")]
     assert "command_succeeded" in kinds and "command_refused" in kinds
+
+
+def test_cli_queues_a_typed_read(rig, tree):
+    import json
+    import subprocess
+    import sys
+
+    from hub_rig import ADMIN_KEY, ROOT, env
+    base, allow = tree
+    rig.infra_paths["gpu-a"] = allow
+    rig.start_agent("gpu-a")
+    rig.wait(lambda: rig.node("gpu-a")["state"] == "healthy", what="gpu-a healthy")
+
+    def cli(*a):
+        return subprocess.run([sys.executable, "-m", "router_app", "commands", *a, "--url", rig.url, "--json"],
+                              cwd=ROOT, env=dict(env(), HOMELAB_ROUTER_ADMIN_KEY=ADMIN_KEY), capture_output=True,
+                              text=True, timeout=60)
+    r = cli("--kind", "read_file", "--node", "gpu-a", "--arg", f"path={base}/allowed/app.conf",
+            "--arg", "max_bytes:=6")
+    assert r.returncode == 0, r.stderr
+    cid = json.loads(r.stdout)["id"]
+    done = rig.wait(lambda: (c := rig.command(cid))["status"] == "succeeded" and c, what="read_file via the CLI")
+    assert done["args"] == {"path": f"{base}/allowed/app.conf", "max_bytes": 6} and done["result"]["content"] == "listen"
+    bad = cli("--kind", "read_file", "--node", "gpu-a", "--arg", f"path={base}/allowed/app.conf", "--arg", "max_bytes=6")
+    assert bad.returncode == 1 and "args.max_bytes must be an int" in bad.stderr
