@@ -196,6 +196,8 @@ def test_cli_queues_a_typed_read(rig, tree):
     assert r.returncode == 0, r.stderr
     cid = json.loads(r.stdout)["id"]
     done = rig.wait(lambda: (c := rig.command(cid))["status"] == "succeeded" and c, what="read_file via the CLI")
-    assert done["args"] == {"path": f"{base}/allowed/app.conf", "max_bytes": 6} and done["result"]["content"] == "listen"
-    bad = cli("--kind", "read_file", "--node", "gpu-a", "--arg", f"path={base}/allowed/app.conf", "--arg", "max_bytes=6")
+    assert done["args"] == {"path": f"{base}/allowed/app.conf", "max_bytes": 6}
+    assert done["result"]["content"] == "listen"
+    bad = cli("--kind", "read_file", "--node", "gpu-a", "--arg", f"path={base}/allowed/app.conf",
+              "--arg", "max_bytes=6")
     assert bad.returncode == 1 and "args.max_bytes must be an int" in bad.stderr
