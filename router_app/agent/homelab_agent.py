@@ -12,7 +12,7 @@ files.py for the read-only file commands) without the router's dependencies.
   as extra vars; artifacts are rotated. The result (rc, status, failed tasks, last event lines) goes to
   /hub/agent/result.
 * `list_files` / `read_file` (the inventory's homelab_agent_infra_paths allowlist, `infra_paths` in agent.json) are
-  answered by files.py in-process: no runbook, no shell; the allowlist is re-checked on the realpath, secret-looking
+  answered by files.py in-process on their own worker (never queued behind a runbook): no runbook, no shell; the allowlist is re-checked on the realpath, secret-looking
   files (root-owned 0600, *.env, keys) and non-regular files are refused. The allowlist rides on each heartbeat.
 * At most once: the agent acknowledges each command it takes (/hub/agent/ack); the hub hands an unacknowledged
   one out again, which is safe because a command id is written to the state file (fsync) before it starts; an id seen before is never run
@@ -218,10 +218,12 @@ class Agent:
         self.state = State(cfg.get("state_file", "/var/lib/homelab-agent/state.json"))
         self.cpu = Cpu()
         self.interval = float(cfg.get("interval_s", 5))
-        self.work: Queue = Queue()
+        self.work: Queue = Queue()        # runbooks, one at a time
+        self.reads: Queue = Queue()       # list_files/read_file: never stuck behind a long runbook
         self.backoff = 0.0
         self.started = time.time()
-        threading.Thread(target=self._worker, daemon=True).start()
+        for q in (self.work, self.reads):
+            threading.Thread(target=self._worker, args=(q,), daemon=True).start()
 
     def figures(self) -> dict:
         cards, err = gpus(self.cfg.get("nvidia_smi", "nvidia-smi"))
@@ -240,13 +242,13 @@ class Agent:
             except (OSError, urllib.error.URLError, ValueError):
                 pass       # unacknowledged: the hub hands it out again, and the claim above stops a second run
             if fresh:
-                self.work.put(c)
+                (self.reads if c.get("kind") in FILE_KINDS else self.work).put(c)
             else:
                 log(f"command {c['id']} already taken here: acknowledged, not run again")
 
-    def _worker(self) -> None:
+    def _worker(self, queue: Queue) -> None:
         while True:
-            c = self.work.get()
+            c = queue.get()
             why = check(c, self.cfg)
             if why:
                 res = {"status": "refused", "summary": why}
