@@ -12,12 +12,13 @@ files.py for the read-only file commands) without the router's dependencies.
   as extra vars; artifacts are rotated. The result (rc, status, failed tasks, last event lines) goes to
   /hub/agent/result.
 * `list_files` / `read_file` (the inventory's homelab_agent_infra_paths allowlist, `infra_paths` in agent.json) are
-  answered by files.py in-process on their own worker (never queued behind a runbook): no runbook, no shell; the allowlist is re-checked on the realpath, secret-looking
-  files (root-owned 0600, *.env, keys) and non-regular files are refused. The allowlist rides on each heartbeat.
+  answered by files.py in-process on their own worker (never queued behind a runbook), no shell: the allowlist is
+  re-checked on the realpath; secret-looking files (root-owned 0600, *.env, keys) and non-regular files are refused.
+  The allowlist rides on each heartbeat.
 * At most once: the agent acknowledges each command it takes (/hub/agent/ack); the hub hands an unacknowledged
-  one out again, which is safe because a command id is written to the state file (fsync) before it starts; an id seen before is never run
-  again (after a crash mid-run the hub marks it `lost` at expiry, never re-sent). Results not yet accepted are kept in the
-  state file and re-sent until the hub takes them.
+  one out again, which is safe because a command id is written to the state file (fsync) before it starts; an id
+  seen before is never run again (after a crash mid-run the hub marks it `lost` at expiry, never re-sent). Results
+  not yet accepted are kept in the state file and re-sent until the hub takes them.
 * Hub down: exponential backoff with jitter (cap 60 s); on reconnect the next heartbeat resyncs everything.
 
 Usage: homelab_agent.py --config /etc/homelab/agent.json [--once]
