@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """homelab-agent: heartbeats a node's figures to the hub and runs the commands it hands back. Standard library only,
-so it deploys as this one file on any Linux node (roles/homelab_agent) without the router's dependencies.
+so it deploys as three files on any Linux node (roles/homelab_agent: this one, figures.py for the heartbeat's figures,
+files.py for the read-only file commands) without the router's dependencies.
 
 * Connects out only (no listening port). `Authorization: Bearer <token>` from a 0600 file; the hub keeps its sha256.
 * Every `interval_s`: POST /hub/agent/heartbeat with GPUs (nvidia-smi --query-gpu), CPU, memory, disks and engines
@@ -12,10 +13,14 @@ so it deploys as this one file on any Linux node (roles/homelab_agent) without t
   /hub/agent/result. While it runs, per-task summaries (task start, ok, changed, failed, unreachable, skipped: task
   name and host, never a task's output; agent_runner.py) are read from the runner's job_events and POSTed to
   /hub/agent/events in batches about once a second and before the result, at most EVENTS_PER_COMMAND per command.
+* `list_files` / `read_file` (the inventory's homelab_agent_infra_paths allowlist, `infra_paths` in agent.json) are
+  answered by files.py in-process on their own worker (never queued behind a runbook), no shell: the allowlist is
+  re-checked on the realpath; secret-looking files (root-owned 0600, *.env, keys) and non-regular files are refused.
+  The allowlist rides on each heartbeat.
 * At most once: the agent acknowledges each command it takes (/hub/agent/ack); the hub hands an unacknowledged
-  one out again, which is safe because a command id is written to the state file (fsync) before it starts; an id seen before is never run
-  again (after a crash mid-run the hub marks it `lost` at expiry, never re-sent). Results not yet accepted are kept in the
-  state file and re-sent until the hub takes them.
+  one out again, which is safe because a command id is written to the state file (fsync) before it starts; an id
+  seen before is never run again (after a crash mid-run the hub marks it `lost` at expiry, never re-sent). Results
+  not yet accepted are kept in the state file and re-sent until the hub takes them.
 * Hub down: exponential backoff with jitter (cap 60 s); on reconnect the next heartbeat resyncs everything.
 
 Usage: homelab_agent.py --config /etc/homelab/agent.json [--once]
@@ -37,129 +42,33 @@ import urllib.error
 import urllib.request
 from queue import Queue
 
-try:                        # in the package (tests, the router's tooling)
-    from . import agent_runner
-except ImportError:         # deployed as files side by side in /opt/homelab-agent
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import agent_runner     # noqa: E402
+try:                          # in the package (tests, the router's imports) ...
+    from . import agent_runner, figures, files
+except ImportError:           # ... or run as a script from the install dir: its sibling files, by path
+    import importlib.util
+
+    def _sibling(name: str):
+        here = os.path.dirname(os.path.abspath(__file__))
+        spec = importlib.util.spec_from_file_location(f"homelab_agent_{name}", os.path.join(here, f"{name}.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    agent_runner, figures, files = _sibling("agent_runner"), _sibling("figures"), _sibling("files")
+Cpu, disks, engines, gpus, memory = figures.Cpu, figures.disks, figures.engines, figures.gpus, figures.memory
 
 run_runbook = agent_runner.run_runbook
 
-VERSION = "1"
+VERSION = "3"
 EVENTS_PER_COMMAND = 200      # per-task summaries streamed per command; more are counted, not sent
 EVENTS_BUFFER = 500           # summaries waiting for the hub (hub down: the oldest go first)
-NODE_KINDS = {"restart_engine": {"engine"}, "recover_cuda": set(), "converge_node": {"check"}}
+NODE_KINDS = {"restart_engine": {"engine"}, "recover_cuda": set(), "converge_node": {"check"},
+              "list_files": {"path"}, "read_file": {"path", "max_bytes"}}
+FILE_KINDS = ("list_files", "read_file")      # answered by files.py, read-only, no runbook
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
-GPU_FIELDS = ("index", "name", "uuid", "memory.total", "memory.used", "utilization.gpu", "temperature.gpu",
-              "power.draw")
-GPU_KEYS = ("index", "name", "uuid", "memory_total_mib", "memory_used_mib", "utilization_pct", "temperature_c",
-            "power_w")
 
 
 def log(msg: str) -> None:
     print(f"homelab-agent: {msg}", file=sys.stderr, flush=True)
-
-
-# ================================================================================= figures
-def _num(v: str):
-    v = v.strip()
-    try:
-        return float(v) if "." in v else int(v)
-    except ValueError:
-        return None                       # "[N/A]", "[Not Supported]"
-
-
-def gpus(nvidia_smi: str) -> tuple:
-    exe = shutil.which(nvidia_smi)
-    if not exe:
-        return [], None
-    try:
-        out = subprocess.run([exe, f"--query-gpu={','.join(GPU_FIELDS)}", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return [], f"nvidia-smi: {exc}"
-    if out.returncode != 0:
-        return [], f"nvidia-smi exit {out.returncode}: {out.stderr.strip()[:200]}"
-    cards = []
-    for line in out.stdout.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != len(GPU_FIELDS):
-            continue
-        card = dict(zip(GPU_KEYS, parts))
-        for k in GPU_KEYS[3:] + ("index",):
-            card[k] = _num(card[k])
-        cards.append(card)
-    return cards, None
-
-
-class Cpu:
-    def __init__(self):
-        self.prev = self._read()
-
-    @staticmethod
-    def _read():
-        try:
-            with open("/proc/stat") as fh:
-                f = [int(x) for x in fh.readline().split()[1:]]
-            return sum(f), f[3] + (f[4] if len(f) > 4 else 0)
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def sample(self) -> dict:
-        cur = self._read()
-        pct = None
-        if cur and self.prev and cur[0] > self.prev[0]:
-            total, idle = cur[0] - self.prev[0], cur[1] - self.prev[1]
-            pct = round(100.0 * (total - idle) / total, 1)
-        self.prev = cur
-        load = os.getloadavg() if hasattr(os, "getloadavg") else (None,)
-        return {"percent": pct, "count": os.cpu_count(), "load1": load[0]}
-
-
-def memory() -> dict:
-    info = {}
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                k, _, v = line.partition(":")
-                if k in ("MemTotal", "MemAvailable"):
-                    info[k] = int(v.split()[0]) * 1024
-    except OSError:
-        pass
-    return {"total_bytes": info.get("MemTotal"), "available_bytes": info.get("MemAvailable")}
-
-
-def disks(paths) -> list:
-    out = []
-    for p in paths:
-        try:
-            st = os.statvfs(p)
-        except OSError as exc:
-            out.append({"path": p, "error": str(exc)})
-            continue
-        out.append({"path": p, "total_bytes": st.f_blocks * st.f_frsize, "free_bytes": st.f_bavail * st.f_frsize})
-    return out
-
-
-def engines(entries) -> list:
-    out = []
-    systemctl = shutil.which("systemctl")
-    for e in entries:
-        item = {"name": e["name"], "route": e.get("route"), "unit": e.get("unit")}
-        if e.get("unit") and systemctl:
-            try:
-                r = subprocess.run([systemctl, "is-active", e["unit"]], capture_output=True, text=True, timeout=5)
-                item["active"] = r.stdout.strip() or "unknown"
-            except (OSError, subprocess.TimeoutExpired):
-                item["active"] = "unknown"
-        if e.get("health_url"):
-            try:
-                with urllib.request.urlopen(e["health_url"], timeout=2) as resp:
-                    item["healthy"] = 200 <= resp.status < 300
-            except (OSError, urllib.error.URLError):
-                item["healthy"] = False
-        out.append(item)
-    return out
 
 
 # ================================================================================= state (at most once)
@@ -225,6 +134,13 @@ def check(cmd: dict, cfg: dict) -> str | None:
             return f"restart_engine: engine {eng!r} is not one of this node's engines ({', '.join(sorted(known))})"
     if "check" in args and not isinstance(args["check"], bool):
         return "converge_node: check must be a boolean"
+    if kind in FILE_KINDS:
+        why = files.path_problem(args.get("path"))
+        if why:
+            return f"{kind}: {why}"
+        mb = args.get("max_bytes", files.DEFAULT_READ)
+        if isinstance(mb, bool) or not isinstance(mb, int) or not 1 <= mb <= files.MAX_READ:
+            return f"{kind}: max_bytes must be an integer in [1, {files.MAX_READ}]"
     return None
 
 
@@ -238,7 +154,7 @@ class Hub:
         self.ctx = ssl.create_default_context(cafile=cfg["ca_file"]) if cfg.get("ca_file") else None
 
     def post(self, path: str, body: dict, timeout: float) -> dict:
-        data = json.dumps(dict(body, node=self.node)).encode()
+        data = json.dumps(dict(body, node=self.node), ensure_ascii=False).encode()
         req = urllib.request.Request(self.url + path, data=data, method="POST",
                                      headers={"Content-Type": "application/json",
                                               "Authorization": f"Bearer {self.token}"})
@@ -253,14 +169,16 @@ class Agent:
         self.state = State(cfg.get("state_file", "/var/lib/homelab-agent/state.json"))
         self.cpu = Cpu()
         self.interval = float(cfg.get("interval_s", 5))
-        self.work: Queue = Queue()
+        self.work: Queue = Queue()        # runbooks, one at a time
+        self.reads: Queue = Queue()       # list_files/read_file: never stuck behind a long runbook
         self.backoff = 0.0
         self.started = time.time()
         self.events_lock = threading.Lock()
         self.events: list = []           # [{"id": cid, ...summary}], sent with the next heartbeat or poll
         self.event_counts: dict = {}     # cid -> summaries made (bounded by EVENTS_PER_COMMAND)
         self.events_sent = 0.0
-        threading.Thread(target=self._worker, daemon=True).start()
+        for q in (self.work, self.reads):
+            threading.Thread(target=self._worker, args=(q,), daemon=True).start()
 
     def _on_event(self, cid: str, summary: dict) -> None:
         with self.events_lock:
@@ -308,7 +226,7 @@ class Agent:
         return {"agent_version": VERSION, "hostname": os.uname().nodename, "gpus": cards, "cpu": self.cpu.sample(),
                 "memory": memory(), "disk": disks(self.cfg.get("disks", ["/"])),
                 "engines": engines(self.cfg.get("engines", [])), "uptime_s": round(time.time() - self.started),
-                "errors": [err] if err else []}
+                "infra_paths": list(self.cfg.get("infra_paths") or []), "errors": [err] if err else []}
 
     def accept(self, commands) -> None:
         for c in commands or []:
@@ -320,18 +238,23 @@ class Agent:
             except (OSError, urllib.error.URLError, ValueError):
                 pass       # unacknowledged: the hub hands it out again, and the claim above stops a second run
             if fresh:
-                self.work.put(c)
+                (self.reads if c.get("kind") in FILE_KINDS else self.work).put(c)
             else:
                 log(f"command {c['id']} already taken here: acknowledged, not run again")
 
-    def _worker(self) -> None:
+    def _worker(self, queue: Queue) -> None:
         while True:
-            c = self.work.get()
+            c = queue.get()
             why = check(c, self.cfg)
             if why:
                 res = {"status": "refused", "summary": why}
             elif c.get("expires_at") and time.time() > c["expires_at"]:
                 res = {"status": "refused", "summary": "expired before it could start"}
+            elif c["kind"] in FILE_KINDS:
+                try:
+                    res = files.run(c, self.cfg.get("infra_paths") or [])
+                except Exception as exc:     # an unexpected OS error answers the command, never kills the agent
+                    res = {"status": "failed", "summary": f"{type(exc).__name__}: {exc}"}
             else:
                 log(f"running {c['kind']} {c['id']}")
                 try:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import os
 import time
 import uuid
 from typing import Any, Optional
 
+from ..agent import files as agent_files
 from . import commands as cmds
 from . import drains, progress
 from .config import HubSettings
@@ -24,6 +26,7 @@ from .store import HubStore
 
 FINAL = ("succeeded", "failed", "refused")
 ACK_TIMEOUT_S = 10.0     # a delivered command the agent did not acknowledge in this time is handed out again
+MAX_RESULT = 512 * 1024  # bytes of one command's result kept (read_file's 256 KiB as base64 fits)
 
 
 def default_store_path(access_store_path: str) -> str:
@@ -223,6 +226,10 @@ class Hub:
             raise HubError(400, "id must be a string", "invalid_id", "id")
         if not isinstance(result, dict):
             result = {"detail": str(result)}
+        size = len(json.dumps(result, default=str, ensure_ascii=False))
+        if size > MAX_RESULT:
+            status, result = "failed", {"summary": f"result of {size} bytes is over the hub's {MAX_RESULT}-byte "
+                                                   "limit; dropped", "result_bytes": size}
         cmd = self.store.finish(cid, status, result, time.time(), from_status=("delivered", "running"), node=node)
         self.progress_counts.pop(cid, None)
         if cmd is None:
@@ -279,6 +286,8 @@ class Hub:
                            f"unknown node {node!r}; nodes: {', '.join(self.settings.agents) or 'none configured'}",
                            "unknown_node", "node")
         cmd["node"] = node
+        if kind in cmds.FILE_KINDS:
+            self._file_gate(kind, clean, node, now, requested_by)
         if not self.registry.online(node, now):
             cmd["detail"] = "waiting: node offline; runs when its agent reconnects, unless it expires first"
         self.store.add_command(cmd)
@@ -288,6 +297,24 @@ class Hub:
         if ev is not None:
             ev.set()
         return self.store.get_command(cmd["id"])
+
+    def _file_gate(self, kind: str, args: dict, node: str, now: float, requested_by: str) -> None:
+        """list_files/read_file: interactive reads, so an offline node is refused at once (nothing queues), and the
+        path must lie inside the allowlist the node's agent reported. The agent checks again on the realpath."""
+        why, code, status = None, "path_not_allowed", 403
+        allowed = self.registry.infra_paths(node)
+        if not self.registry.online(node, now):
+            why, code, status = f"node {node} is offline (no heartbeat); {kind} needs a connected agent", \
+                "node_offline", 409
+        elif not agent_files.within(args["path"], allowed):
+            listed = ", ".join(allowed) or "empty: homelab_agent_infra_paths"
+            why = f"{args['path']} is outside the infra allowlist of node {node} ({listed})"
+        elif agent_files.secret_name(args["path"]):
+            why = f"{args['path']} looks like a secret (its name); never served"
+        if why:
+            self.event("command_refused", node=node, data={"command_kind": kind, "args": args, "reason": why,
+                                                            "requested_by": requested_by})
+            raise HubError(status, why, code, "args.path" if code == "path_not_allowed" else "node")
 
     def _ttl(self, ttl_s: Any) -> float:
         if ttl_s is None:

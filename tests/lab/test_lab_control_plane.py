@@ -150,7 +150,7 @@ def test_mcp_through_caddy_lists_nodes_and_guards_mutations(lab, mcp_keys):
     assert not nodes.is_error, nodes.content[0].text
     by_node = {n["node"]: n for n in json.loads(nodes.content[0].text)["nodes"]}
     assert {"ubuntu-4090", "ubuntu-6000", "spark"} <= set(by_node)
-    assert outside.is_error and "allowlist" in outside.content[0].text
+    assert outside.is_error and "outside the infra allowlist" in outside.content[0].text
     assert drain.is_error and "'admin' scope" in drain.content[0].text
 
     async def dry(s):
@@ -158,6 +158,37 @@ def test_mcp_through_caddy_lists_nodes_and_guards_mutations(lab, mcp_keys):
     res = _mcp(lab, mcp_keys["lab-mcp-admin"], dry)
     assert not res.is_error, res.content[0].text
     assert admin(lab, "GET", "/admin/upstreams")[1]["routes"]["mouth"]["drained"] is False
+
+
+def test_mcp_infra_tools_read_allowlisted_files_on_a_node(lab, mcp_keys):
+    """infra_list/infra_read with a read key: spark's agent serves its homelab_agent_infra_paths (the role default:
+    /etc/homelab, /etc/systemd/system, /etc/caddy/Caddyfile, /var/log/homelab) and nothing else."""
+    wait_until(lambda: _nodes(lab).get("spark", {}).get("state") == "healthy", timeout=90, what="spark healthy")
+
+    async def reads(s):
+        return [await s.call_tool("infra_list", {"node": "spark"}),
+                await s.call_tool("infra_list", {"node": "spark", "path": "/etc/homelab"}),
+                await s.call_tool("infra_read", {"node": "spark", "path": "/etc/homelab/agent.json"}),
+                await s.call_tool("infra_read", {"node": "spark", "path": "/etc/homelab/agent.token"}),
+                await s.call_tool("infra_read", {"node": "spark", "path": "/etc/shadow"}),
+                await s.call_tool("infra_read", {"node": "spark", "path": "/etc/homelab/../shadow"}),
+                await s.call_tool("recover_cuda", {"node": "spark", "dry_run": True})]
+    allow, listing, agent_json, token, shadow, dotdot, mutating = _mcp(lab, mcp_keys["lab-mcp-read"], reads)
+    for r in (allow, listing, agent_json):
+        assert not r.is_error, r.content[0].text
+    assert "/etc/homelab" in json.loads(allow.content[0].text)["allowlist"]
+    entries = {e["path"]: e for e in json.loads(listing.content[0].text)["entries"]}
+    assert "refused" not in entries["/etc/homelab/agent.json"]
+    assert "refused" in entries["/etc/homelab/agent.token"]              # listed, never served
+    got = json.loads(agent_json.content[0].text)
+    assert got["encoding"] == "utf-8" and json.loads(got["content"])["node"] == "spark" and got["size"] > 0
+    assert token.is_error and "secret" in token.content[0].text
+    assert shadow.is_error and "outside the infra allowlist" in shadow.content[0].text
+    assert dotdot.is_error and "'..'" in dotdot.content[0].text
+    assert mutating.is_error and "'admin' scope" in mutating.content[0].text    # a read key runs no mutating tool
+    code, cmds = admin(lab, "GET", "/admin/commands?node=spark&limit=20")
+    reads_done = [c for c in cmds["commands"] if c["kind"] == "read_file"]
+    assert reads_done and reads_done[0]["status"] in ("succeeded", "refused")   # audited like every command
 
 
 def test_mcp_without_a_key_is_401(lab):
