@@ -41,11 +41,16 @@ venv: $(VENV)/.installed ## create the virtualenv with the router and the dev to
 image: deps ## build the podman systemd test image (cached)
 	@molecule/_shared/build-image.sh
 
+# Two pytest-xdist workers: the lab and the Molecule scenarios mostly wait on containers, so two
+# streams fit a 2-core machine (tests/conftest.py orders the long units first).
+TEST_WORKERS ?= 2
+XDIST = -n $(TEST_WORKERS) --dist loadgroup --durations=25
+
 test: deps venv image ## run every test layer
-	@$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+	@$(VENV)/bin/python -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 test-fast: venv ## unit and API-level tests only (no containers, no browser)
-	@$(VENV)/bin/python -m pytest tests -m "not molecule and not lab and not browser" $(PYTEST_ARGS)
+	@$(VENV)/bin/python -m pytest tests -m "not molecule and not lab and not browser" $(XDIST) $(PYTEST_ARGS)
 
 lint: venv ## yamllint + ansible-lint
 	@$(VENV)/bin/yamllint -s .

@@ -129,6 +129,6 @@ class Registry:
             st = states.get(r)
             if node is None or st is None:
                 continue
-            node.healthy, node.drained, node.in_flight = st.healthy, st.drained, st.in_flight
+            node.healthy, node.drained, node.in_flight = st.healthy, st.drained or bool(st.hub_drained), st.in_flight
             out.append(node)
         return out

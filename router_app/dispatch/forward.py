@@ -38,7 +38,8 @@ class Runtime:
     drained: frozenset = frozenset()
 
     def refresh_drained(self) -> None:
-        self.drained = frozenset(n for n, s in self.states.items() if s.drained)
+        # auto-routing skips a route drained by an operator or by the hub (its node went stale); the two are kept apart
+        self.drained = frozenset(n for n, s in self.states.items() if s.drained or s.hub_drained)
 
 
 def route_error(status: int, message: str, code: str, route: str, reason: str, hops: list,
