@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -109,14 +110,32 @@ def test_model_list_shows_catalog_states(cluster):
     assert any(m["source"] in ("route", "alias") for m in out["models"])     # the routes' fixed models too
 
 
+def _set_used(cluster, used_mib: int) -> None:
+    """Rewrites the nvidia-smi double's CSV for gpu-a and waits until the hub has the new figure."""
+    rig = cluster["rig"]
+    csv = rig.tmp / "agent-gpu-a" / "gpus.csv"
+    fields = csv.read_text().strip().split(", ")
+    fields[4] = str(used_mib)
+    csv.write_text(", ".join(fields) + "\n")
+    rig.wait(lambda: rig.node("gpu-a")["gpus"][0]["memory_used_mib"] == used_mib, what=f"gpu-a at {used_mib} MiB")
+    time.sleep(0.5)                 # the catalog copies the hub's figures on its next refresh (refresh_s 0.2)
+
+
 def test_model_load_dry_run_then_load_and_unload_on_the_double(cluster):
     ollama = cluster["ollama"]
     before = len(ollama.calls)
-    dry = payload(call(cluster, "sse", "ops", "model_load", {"model": "qwen3:8b", "node": "gpu-a", "dry_run": True}))
-    assert dry["dry_run"] and dry["route"] == "ollama" and dry["state_now"] == "on_disk"
-    assert "POST /admin/models/load" in dry["would_do"]
-    assert not any(c[1] == "/api/generate" for c in ollama.calls[before:])     # a dry run loads nothing
-    done = payload(call(cluster, "streamable-http", "ops", "model_load", {"model": "qwen3:8b", "node": "gpu-a"}))
+    # gpu-a's agent reports 20100 of 24564 MiB used (eyes' pinned model): 5 GiB does not fit, by the agent's figures
+    full = call(cluster, "streamable-http", "ops", "model_load", {"model": "qwen3:8b", "node": "gpu-a"})
+    assert full.is_error and "no room" in text(full) and "qwen3:8b" not in ollama.running
+    _set_used(cluster, 9000)        # the card frees up: the next heartbeat tells the catalog
+    try:
+        dry = payload(call(cluster, "sse", "ops", "model_load", {"model": "qwen3:8b", "node": "gpu-a", "dry_run": True}))
+        assert dry["dry_run"] and dry["route"] == "ollama" and dry["state_now"] == "on_disk"
+        assert "POST /admin/models/load" in dry["would_do"]
+        assert not any(c[1] == "/api/generate" for c in ollama.calls[before:])     # a dry run loads nothing
+        done = payload(call(cluster, "streamable-http", "ops", "model_load", {"model": "qwen3:8b", "node": "gpu-a"}))
+    finally:
+        _set_used(cluster, 20100)
     assert done["route"] == "ollama" and done["state"] == "hot" and "qwen3:8b" in ollama.running
     states = {m["id"]: m for m in payload(call(cluster, "sse", "reader", "model_list", {}))["models"]}
     assert states["qwen3:8b"]["states"] == {"ollama": "hot"}
