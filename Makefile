@@ -17,7 +17,7 @@ APT_PACKAGES := podman runc debootstrap uidmap slirp4netns fuse-overlayfs iprout
                 build-essential cmake ninja-build git curl python3-venv ca-certificates wrk \
                 chromium chromium-driver mosquitto
 
-.PHONY: help deps venv image image-debian image-noble test test-fast lint bench bench-hub lab lab-down
+.PHONY: help deps venv image image-debian image-noble test test-fast lint bench bench-catalog bench-hub lab lab-down
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -46,11 +46,16 @@ image-debian: deps ## build the Debian 12 systemd test image (cached)
 image-noble: deps ## build the Ubuntu 24.04 systemd test image for the GPU nodes (cached)
 	@HOMELAB_IMAGE_SUITE=noble molecule/_shared/build-image.sh
 
+# Two pytest-xdist workers: the lab and the Molecule scenarios mostly wait on containers, so two
+# streams fit a 2-core machine (tests/conftest.py orders the long units first).
+TEST_WORKERS ?= 2
+XDIST = -n $(TEST_WORKERS) --dist loadgroup --durations=25
+
 test: deps venv image ## run every test layer
-	@$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+	@$(VENV)/bin/python -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 test-fast: venv ## unit and API-level tests only (no containers, no browser)
-	@$(VENV)/bin/python -m pytest tests -m "not molecule and not lab and not browser" $(PYTEST_ARGS)
+	@$(VENV)/bin/python -m pytest tests -m "not molecule and not lab and not browser" $(XDIST) $(PYTEST_ARGS)
 
 lint: venv ## yamllint + ansible-lint
 	@$(VENV)/bin/yamllint -s .
@@ -58,6 +63,9 @@ lint: venv ## yamllint + ansible-lint
 
 bench: venv ## router overhead benchmark (direct vs through the router)
 	@$(VENV)/bin/python bench/bench_router.py
+
+bench-catalog: venv ## model-catalog benchmark (placement 50x200, cold-model overhead, single flight)
+	@$(VENV)/bin/python bench/bench_catalog.py
 
 bench-hub: venv ## control-plane benchmark (200 simulated agents every 5 s: hub CPU, command latency)
 	@$(VENV)/bin/python bench/bench_hub.py

@@ -6,7 +6,8 @@
   2. cold-model overhead on the real llama-server in router mode (tests/fixtures/make_tiny_gguf.py models):
      a cold request through the router vs the engine's own load (POST /models/load, poll GET /models) plus one
      direct request; target <= 50 ms beyond the engine's load time. Skipped without the cached llama-server.
-  3. single flight: 100 concurrent requests for one cold model -> loads started (target: exactly 1).
+  3. single flight: 100 concurrent requests for one cold model -> loads started (target: exactly 1), by name and
+     by keyword routing (homelab/auto: the route's own model).
 
     .venv/bin/python bench/bench_catalog.py [--decisions 5000] [--cold 5]
 The hot-path ratio (router vs direct, catalog or not) is `make bench` (bench/bench_router.py).
@@ -98,9 +99,9 @@ def bench_cold(cold: int) -> dict | None:
         r = RouterServer(str(tmp / "router.yaml"))
         c = httpx.Client(timeout=60)
 
-        def unload():
-            c.post(lurl + "/models/unload", json={"model": "tiny-beta"})
-            while any(m["id"] == "tiny-beta" and m["status"]["value"] != "unloaded"
+        def unload(model="tiny-beta"):
+            c.post(lurl + "/models/unload", json={"model": model})
+            while any(m["id"] == model and m["status"]["value"] != "unloaded"
                       for m in c.get(lurl + "/models").json()["data"]):
                 time.sleep(0.005)
             r.call(r.app.catalog.registry.refresh_all())
@@ -128,10 +129,16 @@ def bench_cold(cold: int) -> dict | None:
                                               for _ in range(100)))
         ok = sum(1 for a in asyncio.run(burst()) if a.status_code == 200)
         loads = r.app.catalog.flights.started - before
+        # the same through keyword routing (homelab/auto -> the route's own model, tiny-alpha, cold)
+        unload("tiny-alpha")
+        before = r.app.catalog.flights.started
+        body = {**body, "model": "homelab/auto"}
+        kw_ok = sum(1 for a in asyncio.run(burst()) if a.status_code == 200)
+        kw_loads = r.app.catalog.flights.started - before
         r.stop()
         md, mr = statistics.median(direct), statistics.median(routed)
         return {"direct_load_and_request_ms": md, "router_cold_request_ms": mr, "overhead_ms": mr - md,
-                "burst_ok": ok, "burst_loads": loads}
+                "burst_ok": ok, "burst_loads": loads, "kw_ok": kw_ok, "kw_loads": kw_loads}
     finally:
         proc.terminate()
         proc.wait(10)
@@ -158,6 +165,8 @@ def main() -> int:
           f"(target <= 50 ms: {'ok' if c['overhead_ms'] <= 50 else 'MISSED'})")
     print(f"single flight: 100 concurrent requests for one cold model -> {c['burst_ok']} answered, "
           f"{c['burst_loads']} load(s) (target 1: {'ok' if c['burst_loads'] == 1 else 'MISSED'})")
+    print(f"single flight, keyword-routed (homelab/auto, the route's own model cold): {c['kw_ok']} answered, "
+          f"{c['kw_loads']} load(s) (target 1: {'ok' if c['kw_loads'] == 1 else 'MISSED'})")
     return 0
 
 

@@ -40,3 +40,25 @@ def test_image_noble() -> str:
     """The Ubuntu 24.04 systemd test image (the GPU nodes' scenarios), built on first use."""
     build_test_image("noble")
     return TEST_IMAGE_NOBLE
+
+
+# --- scheduling for `make test` (pytest-xdist, --dist loadgroup) --------------------------------
+# The whole suite runs on two workers. The lab is one unit of work (its session fixture brings
+# the containers up once), so its tests share one xdist group; the longest units go first
+# (lab, then Molecule scenarios, then the browser test) so the short API tests fill the tail.
+def _rank(item: pytest.Item) -> int:
+    path = Path(str(item.fspath)).resolve()
+    if (REPO / "tests" / "lab") in path.parents:
+        return 0
+    if item.get_closest_marker("molecule") is not None:
+        return 1
+    if item.get_closest_marker("browser") is not None:
+        return 2
+    return 3
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _rank(item) == 0:
+            item.add_marker(pytest.mark.xdist_group("lab"))
+    items.sort(key=_rank)  # stable: keeps the file order inside each rank

@@ -43,6 +43,21 @@ _int, _num, _port, _text, _list, _bool, _required = (_values._int, _values._num,
 is_network, is_wireguard_key = _values.is_network, _values.is_wireguard_key
 rules_vllm, rules_llama_server = _engine_rules.rules_vllm, _engine_rules.rules_llama_server
 rules_ollama, rules_lmstudio = _engine_rules.rules_ollama, _engine_rules.rules_lmstudio
+_agent_files = None
+
+
+def _files():
+    """router_app/agent/files.py (stdlib only): the agent's own path rules, so validation refuses what it refuses."""
+    global _agent_files
+    if _agent_files is None:
+        path = Path(__file__).resolve().parents[2] / "router_app" / "agent" / "files.py"
+        spec = importlib.util.spec_from_file_location("homelab_agent_files_rules", path)
+        _agent_files = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_agent_files)
+    return _agent_files
+
+
+INFRA_FORBIDDEN = ("/root", "/home", "/proc", "/sys", "/dev", "/run/secrets")
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -252,6 +267,24 @@ def rules_open_webui(v: Mapping[str, Any]) -> list[Problem]:
     return out
 
 
+def rules_homelab_agent(v: Mapping[str, Any]) -> list[Problem]:
+    paths = v.get("homelab_agent_infra_paths")
+    if not isinstance(paths, list):
+        return [("homelab_agent_infra_paths", f"must be a list of absolute paths, got {type(paths).__name__}")]
+    out: list[Problem] = []
+    files = _files()
+    for i, p in enumerate(paths):
+        field = f"homelab_agent_infra_paths[{i}]"
+        why = files.path_problem(p)
+        if why:
+            out.append((field, why))
+        elif p == "/" or any(p == f or p.startswith(f + "/") for f in INFRA_FORBIDDEN):
+            out.append((field, f"{p!r} is never allowlisted (/, {', '.join(INFRA_FORBIDDEN)})"))
+        elif files.secret_name(p):
+            out.append((field, f"{p!r} looks like a secret (*.env, keys, tokens, shadow); secrets are never served"))
+    return out
+
+
 RULES: dict[str, Callable[[Mapping[str, Any]], list[Problem]]] = {
     "common": rules_common, "vllm": rules_vllm, "llama_server": rules_llama_server, "ollama": rules_ollama,
     "lmstudio": rules_lmstudio, "engine_lockdown": rules_engine_lockdown, "nvidia_driver": rules_nvidia_driver,
@@ -259,6 +292,7 @@ RULES: dict[str, Callable[[Mapping[str, Any]], list[Problem]]] = {
     "opnsense_vlans": rules_opnsense_vlans, "proxmox_lxc": rules_proxmox_lxc, "open_webui": rules_open_webui,
     "mosquitto": _ha_rules.rules_mosquitto, "homelab_ha_runtime": _ha_rules.rules_homelab_ha_runtime,
     "ha_bridge": _ha_rules.rules_ha_bridge, "vision_notifier": _ha_rules.rules_vision_notifier,
+    "homelab_agent": rules_homelab_agent,
 }
 
 

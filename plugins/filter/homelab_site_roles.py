@@ -84,6 +84,7 @@ ROLE_KEYS: dict[str, tuple[str, ...]] = {
                         "vision_notifier_channel_attempts", "vision_notifier_workers", "vision_notifier_dedup_window_s",
                         "vision_notifier_dedup_id_ttl_s", "vision_notifier_ingest_token",
                         "vision_notifier_stage1_model", "vision_notifier_stage2_model"),
+    "homelab_agent": ("homelab_agent_infra_paths",),
 }
 # Inventory variables the derived defaults read (besides homelab_address, engines, gpus).
 SOURCE_KEYS = ("homelab_mac", "vault_router_admin_key", "vault_netdata_stream_api_key", "vault_opnsense_api_key",
@@ -127,6 +128,8 @@ def roles_for_host(groups: Mapping[str, list[str]], host: str, hv: Mapping[str, 
         out.append("wireguard")
     if member("home_automation"):  # playbooks/home_automation.yml (homelab_ha_runtime: ha_bridge's dependency)
         out += ["mosquitto", "homelab_ha_runtime", "ha_bridge", "vision_notifier"]
+    if member("homelab_agents"):     # playbooks/agents.yml
+        out.append("homelab_agent")
     return out
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """homelab-agent: heartbeats a node's figures to the hub and runs the commands it hands back. Standard library only,
-so it deploys as this one file on any Linux node (roles/homelab_agent) without the router's dependencies.
+so it deploys as three files on any Linux node (roles/homelab_agent: this one, figures.py for the heartbeat's figures,
+files.py for the read-only file commands) without the router's dependencies.
 
 * Connects out only (no listening port). `Authorization: Bearer <token>` from a 0600 file; the hub keeps its sha256.
 * Every `interval_s`: POST /hub/agent/heartbeat with GPUs (nvidia-smi --query-gpu), CPU, memory, disks and engines
@@ -9,11 +10,17 @@ so it deploys as this one file on any Linux node (roles/homelab_agent) without t
 * Commands come from a closed list (NODE_KINDS); each runs its runbook playbooks/runbooks/<kind>.yml through
   `ansible-runner run` (argv, never a shell), with the node's fixed variables and the command's validated arguments
   as extra vars; artifacts are rotated. The result (rc, status, failed tasks, last event lines) goes to
-  /hub/agent/result.
+  /hub/agent/result. While it runs, per-task summaries (task start, ok, changed, failed, unreachable, skipped: task
+  name and host, never a task's output; agent_runner.py) are read from the runner's job_events and POSTed to
+  /hub/agent/events in batches about once a second and before the result, at most EVENTS_PER_COMMAND per command.
+* `list_files` / `read_file` (the inventory's homelab_agent_infra_paths allowlist, `infra_paths` in agent.json) are
+  answered by files.py in-process on their own worker (never queued behind a runbook), no shell: the allowlist is
+  re-checked on the realpath; secret-looking files (root-owned 0600, *.env, keys) and non-regular files are refused.
+  The allowlist rides on each heartbeat.
 * At most once: the agent acknowledges each command it takes (/hub/agent/ack); the hub hands an unacknowledged
-  one out again, which is safe because a command id is written to the state file (fsync) before it starts; an id seen before is never run
-  again (after a crash mid-run the hub marks it `lost` at expiry, never re-sent). Results not yet accepted are kept in the
-  state file and re-sent until the hub takes them.
+  one out again, which is safe because a command id is written to the state file (fsync) before it starts; an id
+  seen before is never run again (after a crash mid-run the hub marks it `lost` at expiry, never re-sent). Results
+  not yet accepted are kept in the state file and re-sent until the hub takes them.
 * Hub down: exponential backoff with jitter (cap 60 s); on reconnect the next heartbeat resyncs everything.
 
 Usage: homelab_agent.py --config /etc/homelab/agent.json [--once]
@@ -35,119 +42,33 @@ import urllib.error
 import urllib.request
 from queue import Queue
 
-VERSION = "1"
-NODE_KINDS = {"restart_engine": {"engine"}, "recover_cuda": set(), "converge_node": {"check"}}
+try:                          # in the package (tests, the router's imports) ...
+    from . import agent_runner, figures, files
+except ImportError:           # ... or run as a script from the install dir: its sibling files, by path
+    import importlib.util
+
+    def _sibling(name: str):
+        here = os.path.dirname(os.path.abspath(__file__))
+        spec = importlib.util.spec_from_file_location(f"homelab_agent_{name}", os.path.join(here, f"{name}.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    agent_runner, figures, files = _sibling("agent_runner"), _sibling("figures"), _sibling("files")
+Cpu, disks, engines, gpus, memory = figures.Cpu, figures.disks, figures.engines, figures.gpus, figures.memory
+
+run_runbook = agent_runner.run_runbook
+
+VERSION = "3"
+EVENTS_PER_COMMAND = 200      # per-task summaries streamed per command; more are counted, not sent
+EVENTS_BUFFER = 500           # summaries waiting for the hub (hub down: the oldest go first)
+NODE_KINDS = {"restart_engine": {"engine"}, "recover_cuda": set(), "converge_node": {"check"},
+              "list_files": {"path"}, "read_file": {"path", "max_bytes"}}
+FILE_KINDS = ("list_files", "read_file")      # answered by files.py, read-only, no runbook
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
-GPU_FIELDS = ("index", "name", "uuid", "memory.total", "memory.used", "utilization.gpu", "temperature.gpu",
-              "power.draw")
-GPU_KEYS = ("index", "name", "uuid", "memory_total_mib", "memory_used_mib", "utilization_pct", "temperature_c",
-            "power_w")
 
 
 def log(msg: str) -> None:
     print(f"homelab-agent: {msg}", file=sys.stderr, flush=True)
-
-
-# ================================================================================= figures
-def _num(v: str):
-    v = v.strip()
-    try:
-        return float(v) if "." in v else int(v)
-    except ValueError:
-        return None                       # "[N/A]", "[Not Supported]"
-
-
-def gpus(nvidia_smi: str) -> tuple:
-    exe = shutil.which(nvidia_smi)
-    if not exe:
-        return [], None
-    try:
-        out = subprocess.run([exe, f"--query-gpu={','.join(GPU_FIELDS)}", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return [], f"nvidia-smi: {exc}"
-    if out.returncode != 0:
-        return [], f"nvidia-smi exit {out.returncode}: {out.stderr.strip()[:200]}"
-    cards = []
-    for line in out.stdout.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != len(GPU_FIELDS):
-            continue
-        card = dict(zip(GPU_KEYS, parts))
-        for k in GPU_KEYS[3:] + ("index",):
-            card[k] = _num(card[k])
-        cards.append(card)
-    return cards, None
-
-
-class Cpu:
-    def __init__(self):
-        self.prev = self._read()
-
-    @staticmethod
-    def _read():
-        try:
-            with open("/proc/stat") as fh:
-                f = [int(x) for x in fh.readline().split()[1:]]
-            return sum(f), f[3] + (f[4] if len(f) > 4 else 0)
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def sample(self) -> dict:
-        cur = self._read()
-        pct = None
-        if cur and self.prev and cur[0] > self.prev[0]:
-            total, idle = cur[0] - self.prev[0], cur[1] - self.prev[1]
-            pct = round(100.0 * (total - idle) / total, 1)
-        self.prev = cur
-        load = os.getloadavg() if hasattr(os, "getloadavg") else (None,)
-        return {"percent": pct, "count": os.cpu_count(), "load1": load[0]}
-
-
-def memory() -> dict:
-    info = {}
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                k, _, v = line.partition(":")
-                if k in ("MemTotal", "MemAvailable"):
-                    info[k] = int(v.split()[0]) * 1024
-    except OSError:
-        pass
-    return {"total_bytes": info.get("MemTotal"), "available_bytes": info.get("MemAvailable")}
-
-
-def disks(paths) -> list:
-    out = []
-    for p in paths:
-        try:
-            st = os.statvfs(p)
-        except OSError as exc:
-            out.append({"path": p, "error": str(exc)})
-            continue
-        out.append({"path": p, "total_bytes": st.f_blocks * st.f_frsize, "free_bytes": st.f_bavail * st.f_frsize})
-    return out
-
-
-def engines(entries) -> list:
-    out = []
-    systemctl = shutil.which("systemctl")
-    for e in entries:
-        item = {"name": e["name"], "route": e.get("route"), "unit": e.get("unit")}
-        if e.get("unit") and systemctl:
-            try:
-                r = subprocess.run([systemctl, "is-active", e["unit"]], capture_output=True, text=True, timeout=5)
-                item["active"] = r.stdout.strip() or "unknown"
-            except (OSError, subprocess.TimeoutExpired):
-                item["active"] = "unknown"
-        if e.get("health_url"):
-            try:
-                with urllib.request.urlopen(e["health_url"], timeout=2) as resp:
-                    item["healthy"] = 200 <= resp.status < 300
-            except (OSError, urllib.error.URLError):
-                item["healthy"] = False
-        out.append(item)
-    return out
 
 
 # ================================================================================= state (at most once)
@@ -213,63 +134,14 @@ def check(cmd: dict, cfg: dict) -> str | None:
             return f"restart_engine: engine {eng!r} is not one of this node's engines ({', '.join(sorted(known))})"
     if "check" in args and not isinstance(args["check"], bool):
         return "converge_node: check must be a boolean"
+    if kind in FILE_KINDS:
+        why = files.path_problem(args.get("path"))
+        if why:
+            return f"{kind}: {why}"
+        mb = args.get("max_bytes", files.DEFAULT_READ)
+        if isinstance(mb, bool) or not isinstance(mb, int) or not 1 <= mb <= files.MAX_READ:
+            return f"{kind}: max_bytes must be an integer in [1, {files.MAX_READ}]"
     return None
-
-
-def run_runbook(cmd: dict, cfg: dict) -> dict:
-    """ansible-runner run <private dir> -p <kind>.yml, against this node (connection local)."""
-    rc_cfg = cfg.get("runner", {})
-    runner = shutil.which(rc_cfg.get("bin", "ansible-runner"))
-    book_dir = rc_cfg.get("runbooks_dir", "/opt/homelab-agent/runbooks")
-    if not runner:
-        return {"status": "failed", "rc": None, "summary": "ansible-runner is not installed on this node"}
-    if not os.path.isfile(os.path.join(book_dir, f"{cmd['kind']}.yml")):
-        return {"status": "failed", "rc": None, "summary": f"runbook {cmd['kind']}.yml missing in {book_dir}"}
-    pdd = rc_cfg.get("data_dir", "/var/lib/homelab-agent/runner")
-    for sub in ("env", "inventory"):
-        os.makedirs(os.path.join(pdd, sub), mode=0o700, exist_ok=True)
-    project = os.path.join(pdd, "project")
-    if os.path.realpath(project) != os.path.realpath(book_dir):
-        if os.path.islink(project) or os.path.exists(project):
-            os.unlink(project)
-        os.symlink(book_dir, project)
-    interp = rc_cfg.get("python", sys.executable)
-    with open(os.path.join(pdd, "inventory", "hosts"), "w") as fh:
-        fh.write(f"localhost ansible_connection=local ansible_python_interpreter={interp}\n")
-    extra = dict(rc_cfg.get("extravars", {}))
-    extra.update({f"runbook_{k}": v for k, v in cmd["args"].items()})
-    extra["runbook_command_id"] = cmd["id"]
-    extra["runbook_engines"] = cfg.get("engines", [])
-    with open(os.path.join(pdd, "env", "extravars"), "w") as fh:
-        json.dump(extra, fh)
-    argv = [runner, "run", pdd, "-p", f"{cmd['kind']}.yml", "--ident", cmd["id"],
-            "--rotate-artifacts", str(int(rc_cfg.get("rotate_artifacts", 20)))]
-    if cmd["args"].get("check"):
-        argv.append("--cmdline=--check")      # one token: argparse would take a bare --check for an option
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env,
-                              timeout=float(rc_cfg.get("timeout_s", 1800)))
-        rc, tail = proc.returncode, (proc.stdout + proc.stderr)[-2000:]
-    except subprocess.TimeoutExpired:
-        rc, tail = None, "ansible-runner timed out"
-    art = os.path.join(pdd, "artifacts", cmd["id"])
-    failed, status = [], None
-    try:
-        with open(os.path.join(art, "status")) as fh:
-            status = fh.read().strip()
-        evdir = os.path.join(art, "job_events")
-        for name in sorted(os.listdir(evdir)):
-            with open(os.path.join(evdir, name)) as fh:
-                ev = json.load(fh)
-            if ev.get("event") in ("runner_on_failed", "runner_on_unreachable") and not ev.get("event_data", {}).get(
-                    "ignore_errors"):
-                failed.append(ev.get("event_data", {}).get("task"))
-    except (OSError, ValueError):
-        pass
-    ok = rc == 0 and status in (None, "successful")
-    return {"status": "succeeded" if ok else "failed", "rc": rc, "runner_status": status, "failed_tasks": failed,
-            "summary": tail.strip().splitlines()[-1] if tail.strip() else "", "output_tail": tail}
 
 
 # ================================================================================= the hub
@@ -282,7 +154,7 @@ class Hub:
         self.ctx = ssl.create_default_context(cafile=cfg["ca_file"]) if cfg.get("ca_file") else None
 
     def post(self, path: str, body: dict, timeout: float) -> dict:
-        data = json.dumps(dict(body, node=self.node)).encode()
+        data = json.dumps(dict(body, node=self.node), ensure_ascii=False).encode()
         req = urllib.request.Request(self.url + path, data=data, method="POST",
                                      headers={"Content-Type": "application/json",
                                               "Authorization": f"Bearer {self.token}"})
@@ -297,17 +169,64 @@ class Agent:
         self.state = State(cfg.get("state_file", "/var/lib/homelab-agent/state.json"))
         self.cpu = Cpu()
         self.interval = float(cfg.get("interval_s", 5))
-        self.work: Queue = Queue()
+        self.work: Queue = Queue()        # runbooks, one at a time
+        self.reads: Queue = Queue()       # list_files/read_file: never stuck behind a long runbook
         self.backoff = 0.0
         self.started = time.time()
-        threading.Thread(target=self._worker, daemon=True).start()
+        self.events_lock = threading.Lock()
+        self.events: list = []           # [{"id": cid, ...summary}], sent with the next heartbeat or poll
+        self.event_counts: dict = {}     # cid -> summaries made (bounded by EVENTS_PER_COMMAND)
+        self.events_sent = 0.0
+        for q in (self.work, self.reads):
+            threading.Thread(target=self._worker, args=(q,), daemon=True).start()
+
+    def _on_event(self, cid: str, summary: dict) -> None:
+        with self.events_lock:
+            n = self.event_counts[cid] = self.event_counts.get(cid, 0) + 1
+            if n > EVENTS_PER_COMMAND:
+                return
+            self.events.append({"id": cid, **summary})
+            del self.events[:-EVENTS_BUFFER]
+
+    def _take_events(self) -> list:
+        with self.events_lock:
+            out, self.events = self.events, []
+            return out
+
+    def _give_back(self, batch: list) -> None:
+        """A batch the hub did not take goes back to the front of the queue (bounded)."""
+        if batch:
+            with self.events_lock:
+                self.events = (batch + self.events)[-EVENTS_BUFFER:]
+
+    def send_events(self, force: bool = False) -> bool:
+        """POST /hub/agent/events with the summaries gathered so far: about once a second while a runbook runs
+        (called from its wait loop), and before the result. False when the hub did not take them (kept, bounded)."""
+        now = time.monotonic()
+        if not force and now - self.events_sent < 1.0:
+            return True
+        self.events_sent = now
+        batch = self._take_events()
+        if not batch:
+            return True
+        try:
+            self.hub.post("/hub/agent/events", {"events": batch}, timeout=10)
+            return True
+        except urllib.error.HTTPError as exc:
+            if exc.code == 400:         # the hub refused the batch itself: do not send it again
+                log(f"hub refused {len(batch)} runner events: {exc.read()[:200]!r}")
+                return True
+            self._give_back(batch)
+        except (OSError, urllib.error.URLError, ValueError):
+            self._give_back(batch)
+        return False
 
     def figures(self) -> dict:
         cards, err = gpus(self.cfg.get("nvidia_smi", "nvidia-smi"))
         return {"agent_version": VERSION, "hostname": os.uname().nodename, "gpus": cards, "cpu": self.cpu.sample(),
                 "memory": memory(), "disk": disks(self.cfg.get("disks", ["/"])),
                 "engines": engines(self.cfg.get("engines", [])), "uptime_s": round(time.time() - self.started),
-                "errors": [err] if err else []}
+                "infra_paths": list(self.cfg.get("infra_paths") or []), "errors": [err] if err else []}
 
     def accept(self, commands) -> None:
         for c in commands or []:
@@ -319,29 +238,41 @@ class Agent:
             except (OSError, urllib.error.URLError, ValueError):
                 pass       # unacknowledged: the hub hands it out again, and the claim above stops a second run
             if fresh:
-                self.work.put(c)
+                (self.reads if c.get("kind") in FILE_KINDS else self.work).put(c)
             else:
                 log(f"command {c['id']} already taken here: acknowledged, not run again")
 
-    def _worker(self) -> None:
+    def _worker(self, queue: Queue) -> None:
         while True:
-            c = self.work.get()
+            c = queue.get()
             why = check(c, self.cfg)
             if why:
                 res = {"status": "refused", "summary": why}
             elif c.get("expires_at") and time.time() > c["expires_at"]:
                 res = {"status": "refused", "summary": "expired before it could start"}
+            elif c["kind"] in FILE_KINDS:
+                try:
+                    res = files.run(c, self.cfg.get("infra_paths") or [])
+                except Exception as exc:     # an unexpected OS error answers the command, never kills the agent
+                    res = {"status": "failed", "summary": f"{type(exc).__name__}: {exc}"}
             else:
                 log(f"running {c['kind']} {c['id']}")
                 try:
-                    res = run_runbook(c, self.cfg)
+                    res = run_runbook(c, self.cfg, on_event=lambda s, cid=c["id"]: self._on_event(cid, s),
+                                      on_tick=self.send_events)
                 except Exception as exc:     # a broken runner setup must not kill the agent
                     res = {"status": "failed", "summary": f"{type(exc).__name__}: {exc}"}
             status = res.pop("status")
+            with self.events_lock:
+                made = self.event_counts.pop(c["id"], 0)
+            if made > EVENTS_PER_COMMAND:
+                res["events_dropped"] = made - EVENTS_PER_COMMAND
             self.state.add_result({"id": c["id"], "status": status, "result": res})
             self.flush_results()
 
     def flush_results(self) -> None:
+        if self.events and not self.send_events(force=True):    # the last task summaries go before the result
+            return
         for r in self.state.pending():
             try:
                 self.hub.post("/hub/agent/result", r, timeout=10)

@@ -5,9 +5,10 @@
     adapters.py   one adapter per engine API: list models, read load, load, unload
     registry.py   the catalog, refreshed in the background (requests never fan out to engines)
     placement.py  pure functions: where a model goes, and what to evict to make room
+    vram.py       pure functions: the VRAM ledger from the node agents' card figures (fresh) or learned sizes
     loader.py     single-flight loads: one load per (route, model) however many requests wait
     service.py    what the pipeline, the admin API, the CLI and an MCP bridge call
-    glue.py       the /v1 pipeline's two hooks (decide, prepare)
+    glue.py       the /v1 pipeline's hooks (decide, prepare, before_route for keyword/alias/pin traffic, finish)
 
 Nothing here imports router_app.v1, router_app.ops or router_app.decision.policy: they import it.
 """

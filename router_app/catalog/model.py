@@ -47,9 +47,13 @@ class NodeView:
     model_in_flight: dict = field(default_factory=dict)   # name -> requests in flight
     last_used: dict = field(default_factory=dict)         # name -> monotonic time
     group_busy: bool = False                        # another engine of its gpu_group is resident
+    agent_vram: Optional[tuple] = None              # (used_mb, total_mb, reported_at wall time) from the node agent
+    vram_used_mb: Optional[int] = None              # the card's measured use (fresh agent figures); None: learned
 
     def resident(self) -> list:
         return [m for m in self.models.values() if m.state in (HOT, LOADING)]
 
     def used_mb(self) -> int:
+        if self.vram_used_mb is not None:
+            return self.vram_used_mb
         return sum(m.size_mb for m in self.resident())

@@ -8,7 +8,8 @@ place(model, nodes, ...) -> Placement
     a model too big for one node goes to a node with room.
 plan_evictions(node, model, need_mb, ...) -> list | None
     What to unload so `model` fits under max_resident and the card's VRAM: cheapest to reload first (observed size),
-    then the longest idle, then by name; never a model with requests in flight. None: no room can be made.
+    then the longest idle, then by name; never a model with requests in flight. None: no room can be made. The card's
+    use is the agent's measured figure when the caller put one in `vram_used_mb`, else the learned sizes' sum.
 idle_evictions(node, idle_ttl_s, now) -> list
     Resident models idle longer than the TTL and with nothing in flight.
 """
@@ -47,7 +48,11 @@ def node_load(node: NodeView, stale_s: float, now: float) -> float:
 def plan_evictions(node: NodeView, model: str, need_mb: int, now: float) -> Optional[list]:
     resident = [m for m in node.models.values() if m.state in (HOT, LOADING) and m.name != model]
     count = len(resident) + 1
-    free = (node.vram_mb - sum(m.size_mb for m in resident)) if node.vram_mb else None
+    if node.vram_used_mb is not None:     # the card's own figure (router_app/catalog/vram.py); it already counts
+        used = node.vram_used_mb          # a model that is loading, so `model` itself is not added again
+    else:
+        used = sum(m.size_mb for m in resident)
+    free = (node.vram_mb - used) if node.vram_mb else None
     if node.vram_mb and need_mb > node.vram_mb:
         return None
     evictable = sorted((m for m in resident if m.state == HOT and not node.model_in_flight.get(m.name)),

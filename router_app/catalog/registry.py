@@ -23,8 +23,10 @@ class Registry:
         self.index: dict = {}          # model -> tuple of routes
         self.errors: dict = {}         # route -> last refresh error
         self.refreshed_at: dict = {}   # route -> monotonic time of the last good refresh
+        self.refreshed_wall: dict = {} # the same, wall clock (compared with a route's last_error_at)
         self._cfg_key: dict = {}
         self.refreshes = 0
+        self.changes: dict = {}        # route -> count of load/unload results adopted (a refresh older than one is stale)
 
     # ----------------------------------------------------------------------------- config
     def sync_config(self) -> None:
@@ -62,17 +64,17 @@ class Registry:
         node, ad = self.nodes.get(route), self.adapters.get(route)
         if node is None or ad is None:
             return
+        seen = self.changes.get(route, 0)
         try:
             models = await ad.models()
         except Exception as exc:      # noqa: BLE001 - an engine's failure is data here
             self.errors[route] = f"{type(exc).__name__}: {exc}"
             return
-        for name, m in models.items():    # observed sizes survive a listing that does not carry them
-            old = node.models.get(name)
-            if old is not None and not m.size_mb:
-                m.size_mb = old.size_mb
-        node.models = models
+        if self.changes.get(route, 0) != seen:     # a load or unload finished while this read: its listing is newer
+            return
+        self.adopt(route, models, changed=False)
         self.refreshed_at[route] = time.monotonic()
+        self.refreshed_wall[route] = time.time()
         self.errors.pop(route, None)
         try:
             load = await ad.load_figures(models)
@@ -81,6 +83,21 @@ class Registry:
             load = None
         if load is not None:
             node.engine = load
+        self._reindex()
+
+    def adopt(self, route: str, models: dict, changed: bool = True) -> None:
+        """`models` (an engine's fresh listing) becomes the route's; observed sizes survive a listing without them.
+        `changed`: the listing a load or unload ended with (a background refresh that started before it is dropped)."""
+        node = self.nodes.get(route)
+        if node is None:
+            return
+        if changed:
+            self.changes[route] = self.changes.get(route, 0) + 1
+        for name, m in models.items():
+            old = node.models.get(name)
+            if old is not None and not m.size_mb:
+                m.size_mb = old.size_mb
+        node.models = models
         self._reindex()
 
     async def refresh_all(self) -> None:
@@ -95,6 +112,13 @@ class Registry:
                 idx.setdefault(m, []).append(name)
         self.index = {m: tuple(rs) for m, rs in idx.items()}
 
+    def outdated(self, route: str) -> bool:
+        """The route was marked down after its last good refresh: an engine that went away (a restart) has lost
+        every model it had loaded, so "hot" from before the outage is not to be trusted."""
+        st = self._rt().states.get(route)
+        err_at = getattr(st, "last_error_at", None) if st is not None else None
+        return bool(err_at) and err_at >= self.refreshed_wall.get(route, 0.0)
+
     # ----------------------------------------------------------------------------- reads
     def live_nodes(self, model: str) -> list:
         """The nodes listing `model`, with the router's own view (health, drain, in-flight) copied in."""
@@ -105,6 +129,6 @@ class Registry:
             st = states.get(r)
             if node is None or st is None:
                 continue
-            node.healthy, node.drained, node.in_flight = st.healthy, st.drained, st.in_flight
+            node.healthy, node.drained, node.in_flight = st.healthy, st.drained or bool(st.hub_drained), st.in_flight
             out.append(node)
         return out

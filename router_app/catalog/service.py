@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+
+import aiohttp
 from typing import Optional
 
 from ..errors import ApiError
@@ -20,6 +22,7 @@ from .loader import SingleFlight
 from .model import BUSY, DOWN, FAILED, HOT, LOADING, NODE_LOADING, NODE_SLEEPING, OK, ON_DISK, SLEEPING, ModelInfo
 from .placement import Placement, idle_evictions, place
 from .registry import Registry
+from .vram import card_figures, ledger
 
 POLL_S = 0.01
 
@@ -54,8 +57,10 @@ class CatalogService:
         if not self.registry.nodes:
             self._task = asyncio.get_running_loop().create_task(self._loop(first=False))
             return
+        # the first read, before serving (bounded: an engine that is down does not hold the router's start for long)
+        first_s = max(self.settings.refresh_s, 2 * self.app.runtime.config.health.timeout_s + 1)
         try:
-            await asyncio.wait_for(self.registry.refresh_all(), self.settings.refresh_s)
+            await asyncio.wait_for(self.registry.refresh_all(), first_s)
         except asyncio.TimeoutError:
             pass
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -73,6 +78,7 @@ class CatalogService:
             await asyncio.sleep(self.settings.refresh_s)
             try:
                 await self.registry.refresh_all()
+                self.agent_vram()
                 self._mark_busy()
                 await self._idle_sweep()
             except asyncio.CancelledError:
@@ -90,6 +96,26 @@ class CatalogService:
             e = node.engine
             st.engine_busy = bool(c.busy_waiting and e is not None and e.fresh(stale, now)
                                   and e.waiting >= c.busy_waiting)
+
+    def agent_vram(self) -> None:
+        """Copies each node agent's card figures (the hub's last heartbeat) onto the routes its engines serve."""
+        hub = getattr(self.app, "hub", None)
+        if hub is None:
+            return
+        for name, rec in hub.registry.nodes.items():
+            gpus = (rec.get("info") or {}).get("gpus")
+            for route in hub.registry.routes_of(name):
+                node, c = self.registry.nodes.get(route), self.registry.catalog_cfg(route)
+                if node is None or c is None:
+                    continue
+                fig = card_figures(gpus, c.gpu_cards)
+                node.agent_vram = None if fig is None else (fig[0], fig[1], rec["last_seen"])
+
+    def _apply_ledger(self, node, now_wall: float) -> None:
+        c = self.registry.catalog_cfg(node.route)
+        learned = sum(m.size_mb for m in node.resident())
+        cap, used, src = ledger(c.vram_mb if c else 0, learned, node.agent_vram, now_wall, self.settings.stale_s)
+        node.vram_mb, node.vram_used_mb = cap, (used if src == "agent" else None)
 
     async def _idle_sweep(self) -> None:
         now = time.monotonic()
@@ -111,10 +137,16 @@ class CatalogService:
         node = self.registry.nodes.get(owner)
         return node is not None and node.residency == "on_demand"
 
-    def place(self, model: str, allowed: Optional[frozenset] = None, full: bool = False) -> Placement:
+    def place(self, model: str, allowed: Optional[frozenset] = None, full: bool = False,
+              only: Optional[str] = None) -> Placement:
+        """`only`: that route alone (a keyword-routed request already has its route; its own model is placed there)."""
         nodes = self.registry.live_nodes(model)
+        if only is not None:
+            nodes = [n for n in nodes if n.route == only]
+        wall = time.time()
         for n in nodes:
             n.group_busy = self._group_busy(n.route)
+            self._apply_ledger(n, wall)
         return place(model, nodes, self.settings.stale_s, time.monotonic(), allowed=allowed, full=full)
 
     def _group_busy(self, route: str) -> bool:
@@ -138,8 +170,9 @@ class CatalogService:
         except asyncio.TimeoutError:
             raise ApiError(503, f"model '{model}' is still loading on '{route}'", type="server_error",
                            code="model_loading", headers={"Retry-After": "5", "x-should-retry": "false"}) from None
-        except EngineError as exc:
-            raise ApiError(503, f"loading model '{model}' on '{route}' failed: {exc}", type="server_error",
+        except (EngineError, aiohttp.ClientError, OSError) as exc:     # the engine refused, or is not there
+            raise ApiError(503, f"loading model '{model}' on '{route}' failed: {exc or type(exc).__name__}",
+                           type="server_error",
                            code="model_load_failed", headers={"Retry-After": str(self.settings.retry_after_s),
                                                               "x-should-retry": "false"}) from None
 
@@ -188,8 +221,7 @@ class CatalogService:
                 if time.monotonic() > deadline:
                     raise EngineError(f"not loaded after {timeout}s")
                 await asyncio.sleep(POLL_S)
-            node.models = models
-            reg._reindex()
+            reg.adopt(route, models)
         except Exception as exc:
             info.state = FAILED if isinstance(exc, EngineError) else ON_DISK
             self._count(route, model, "failed")
@@ -212,11 +244,16 @@ class CatalogService:
         # follows finds it still counted and the engine evicts a model of its own choosing
         deadline = time.monotonic() + timeout
         while True:
-            got = (await ad.models()).get(model)
+            models = await ad.models()
+            got = models.get(model)
             if got is None or got.state not in (HOT, LOADING, SLEEPING) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(POLL_S)
         info.state = ON_DISK
+        # the engine's listing as it is now (a background refresh may have swapped node.models while this waited)
+        reg.adopt(route, models)
+        if model in node.models and node.models[model].state in (HOT, LOADING):
+            node.models[model].state = ON_DISK
         self.evictions += 1
         self._event({"event": "model_unload", "route": route, "model": model, "why": why})
 
@@ -287,6 +324,11 @@ class CatalogService:
             return BUSY
         return OK
 
+    def _vram_view(self, node) -> dict:
+        self._apply_ledger(node, time.time())
+        return {"source": "agent" if node.vram_used_mb is not None else "learned", "total_mb": node.vram_mb or None,
+                "used_mb": node.used_mb()}
+
     def upstreams(self) -> dict:
         now, stale = time.monotonic(), self.settings.stale_s
         out = {}
@@ -298,5 +340,6 @@ class CatalogService:
                          "engine_waiting": e.waiting if fresh else None, "engine_running": e.running if fresh else None,
                          "kv_cache_usage": e.kv_usage if fresh else None,
                          "models": {m.name: m.state for m in node.models.values()},
-                         "in_flight_by_model": dict(node.model_in_flight), "refresh_error": self.registry.errors.get(name)}
+                         "in_flight_by_model": dict(node.model_in_flight), "refresh_error": self.registry.errors.get(name),
+                         "vram": self._vram_view(node)}
         return out

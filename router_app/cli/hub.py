@@ -84,8 +84,15 @@ def cmd_commands(args) -> int:
         for item in args.arg or ():
             k, sep, v = item.partition("=")
             if not sep:
-                print(f"--arg wants K=V, got {item!r}", file=sys.stderr)
+                print(f"--arg wants K=V (or K:=JSON), got {item!r}", file=sys.stderr)
                 return 2
+            if k.endswith(":"):         # K:=JSON, e.g. --arg max_bytes:=4096
+                try:
+                    extra[k[:-1]] = json.loads(v)
+                except ValueError:
+                    print(f"--arg {k}=: not JSON: {v!r}", file=sys.stderr)
+                    return 2
+                continue
             extra[k] = {"true": True, "false": False}.get(v, v)
         body = {"kind": args.kind, "args": extra, "node": args.node, "route": args.route, "ttl_s": args.ttl}
         return _out(args, *_call(args, "POST", "/admin/commands", {k: v for k, v in body.items() if v is not None}))
@@ -123,7 +130,9 @@ def register(sub) -> None:
     common(c)
     c.add_argument("--id")
     c.add_argument("--kind", help="queue a command from the closed list (see GET /admin/command-kinds)")
-    c.add_argument("--arg", action="append", metavar="K=V")
+    c.add_argument("--arg", action="append", metavar="K=V",
+                   help="an argument (repeat); K:=JSON for a typed value, e.g. --arg path=/etc/homelab/agent.json "
+                        "--arg max_bytes:=4096 with --kind read_file")
     c.add_argument("--node")
     c.add_argument("--route")
     c.add_argument("--ttl", type=float)

@@ -30,8 +30,11 @@ def cmd_serve(args) -> int:
     cfg = app.runtime.config
     host = args.host or cfg.listen.host
     port = args.port or cfg.listen.port
+    # SIGTERM: uvicorn closes its listening socket at once (so a proxy in front sees connection refused and retries
+    # the dial: roles/caddy's lb_try_duration), finishes the requests in flight for up to --graceful-timeout
+    # seconds, then runs the lifespan shutdown (ledger, hub store). The unit's TimeoutStopSec is longer.
     kw = dict(host=host, port=port, access_log=False, log_level=args.log_level, lifespan="on",
-              timeout_keep_alive=75, server_header=False)
+              timeout_keep_alive=75, server_header=False, timeout_graceful_shutdown=args.graceful_timeout)
     try:
         import uvloop  # noqa: F401
         kw["loop"] = "uvloop"
@@ -42,6 +45,10 @@ def cmd_serve(args) -> int:
         kw["http"] = "httptools"
     except ImportError:
         pass
+    if args.fd is not None:     # a listening socket handed over (systemd socket activation: --fd 3)
+        kw.pop("host")
+        kw.pop("port")
+        kw["fd"] = args.fd
     uvicorn.run(app, **kw)
     return 0
 
@@ -153,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--log-level", default="warning")
+    s.add_argument("--fd", type=int, help="serve on this inherited listening socket (systemd socket activation: 3); "
+                                          "connections wait in its backlog while the router restarts")
+    s.add_argument("--graceful-timeout", type=float, default=25.0,
+                   help="seconds requests in flight may take to finish after SIGTERM (default 25)")
     s.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("mcp", help="run the MCP bridge (Streamable HTTP /mcp, SSE /sse; default 127.0.0.1:8092)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Awaitable, Callable, Optional
 
 import aiohttp
 import orjson
@@ -38,7 +38,8 @@ class Runtime:
     drained: frozenset = frozenset()
 
     def refresh_drained(self) -> None:
-        self.drained = frozenset(n for n, s in self.states.items() if s.drained)
+        # auto-routing skips a route drained by an operator or by the hub (its node went stale); the two are kept apart
+        self.drained = frozenset(n for n, s in self.states.items() if s.drained or s.hub_drained)
 
 
 def route_error(status: int, message: str, code: str, route: str, reason: str, hops: list,
@@ -96,8 +97,13 @@ class _Timing:
 
 async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics, logs: Logs, d: Decision,
                   path: str, build_body: Callable[[object], bytes], stream: bool, allowed: Optional[frozenset],
-                  req_id: str, fallback: bool = True, timing=None) -> Outcome:
+                  req_id: str, fallback: bool = True, timing=None,
+                  before: Optional[Callable[[str], Awaitable[None]]] = None) -> Outcome:
     """Sends the request along the decision's route and its spill/failover chain. Raises ApiError (503).
+
+    `before(route)` runs before a route's slot is taken (the catalog makes the route's own model resident there,
+    router_app/catalog/glue.py); an ApiError from it moves the request on along the failover chain when it may fall
+    back (reason `<route>_load_failed`), and is the answer otherwise.
 
     `timing` (any object with float `upstream_s` and `queue_s`) is charged with the time spent in every attempt,
     failed ones included, and in queues, so the caller can tell its own overhead apart."""
@@ -120,6 +126,19 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
             route = _move_on(metrics.failovers, hops, route, "down", nxt, reason, "is unavailable",
                              "route_unavailable", wait)
             continue
+        # ---- the route's model, before a slot is held for it (a load may take a while)
+        if before is not None:
+            try:
+                await before(route)
+            except ApiError as err:
+                nxt = next_route(rt, route, "failover", has_image, allowed, visited) if fallback else None
+                if nxt is None:
+                    raise
+                hops.append({"route": route, "event": err.code or "load_failed"})
+                metrics.failovers.inc((route, nxt))
+                reason = f"{route}_load_failed"
+                route = nxt
+                continue
         # ---- capacity
         if not st.try_acquire():
             ok = False

@@ -20,14 +20,15 @@ class RouteState:
     __slots__ = ("name", "cfg", "max_concurrency", "max_queue", "queue_timeout_s", "in_flight", "_waiters",
                  "healthy", "drained", "last_error", "last_error_at", "last_ok_at", "base_url", "health_url",
                  "models_url", "headers", "timeout", "consecutive_failures", "requests_total", "hooks", "cloud_until",
-                 "engine_busy")
+                 "engine_busy", "hub_drained")
 
     def __init__(self, name: str, cfg: Route):
         self.name = name
         self.in_flight = 0
         self._waiters: collections.deque = collections.deque()
         self.healthy = True          # optimistic until a request or probe says otherwise
-        self.drained = False
+        self.drained = False         # an operator's drain (POST /admin/drain, persisted in router-state.json)
+        self.hub_drained: Optional[str] = None   # the hub's drain: the stale node it is on (router_app/hub/drains.py)
         self.last_error: Optional[str] = None
         self.last_error_at: Optional[float] = None
         self.last_ok_at: Optional[float] = None
@@ -130,6 +131,7 @@ class RouteState:
     def snapshot(self) -> dict:
         return {
             "url": self.base_url, "model": self.cfg.model, "healthy": self.healthy, "drained": self.drained,
+            "drained_by_hub": self.hub_drained,
             "in_flight": self.in_flight, "queued": self.queued, "max_concurrency": self.max_concurrency,
             "max_queue": self.max_queue, "vision": self.cfg.vision, "terminal": self.cfg.terminal,
             "last_error": self.last_error, "last_error_at": self.last_error_at, "last_ok_at": self.last_ok_at,

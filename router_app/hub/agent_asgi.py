@@ -1,7 +1,7 @@
 """The agent-facing endpoints as a plain ASGI handler (like /v1, no framework per request): 200 agents at one
 heartbeat per 5 s plus their long-polls are most of the hub's traffic.
 
-POST /hub/agent/heartbeat | poll | ack | result, `Authorization: Bearer <node token>`, JSON body with `node`.
+POST /hub/agent/heartbeat | poll | ack | result | events, `Authorization: Bearer <node token>`, JSON body with `node`.
 Errors are OpenAI-shaped, as everywhere in the router.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..errors import ApiError
 from .service import HubError
 
 MAX_BODY = 1 << 20
-PATHS = ("heartbeat", "poll", "ack", "result")
+PATHS = ("heartbeat", "poll", "ack", "result", "events")
 
 
 async def _send(send, status: int, body: dict) -> None:
@@ -72,6 +72,8 @@ async def serve(hub, scope, receive, send) -> None:
                 out = {"commands": await hub.poll(node, float(wait), hung_up)}
             finally:
                 gone.cancel()
+        elif what == "events":
+            out = hub.runner_events(node, body.get("events"))
         elif what == "ack":
             out = hub.ack(node, body.get("id"))
         else:

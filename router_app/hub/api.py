@@ -1,7 +1,8 @@
 """HTTP surface of the hub, mounted on the router's operational app (router_app/ops/app.py).
 
 * /admin/nodes, /admin/commands[/{id}], /admin/command-kinds, /admin/recover-cuda, /admin/events,
-  /admin/proxmox/guests: the admin key (router_app/ops/auth.py), like every /admin/* endpoint.
+  /admin/proxmox/guests: the admin key, or a per-app key with the ``admin`` scope (``read`` for the GETs)
+  (router_app/ops/auth.py), like every /admin/* endpoint; `requested_by` of a command names the app.
 * /hub/agent/*: served by the raw ASGI handler in agent_asgi.py (node token auth), ahead of this app.
 Errors are OpenAI-shaped (ApiError), like the rest of the router.
 """
@@ -55,6 +56,10 @@ async def _body(request: Request, limit: int = MAX_BODY) -> dict:
 
 
 def _who(request: Request) -> str:
+    who = getattr(request.state, "admin_principal", None)     # set by ops/app.py's require_admin
+    if who in ("admin-key", "loopback") or (isinstance(who, str) and who.startswith("app:")):
+        client = request.client.host if request.client else "?"
+        return who if who.startswith("app:") else f"{who}@{client}"
     auth = request.headers.get("authorization", "")
     client = request.client.host if request.client else "?"
     return f"admin-key@{client}" if auth.startswith("Bearer ") else f"loopback@{client}"

@@ -50,6 +50,8 @@ class HubSettings(_Strict):
     max_command_ttl_s: float = Field(86400.0, gt=0)
     long_poll_s: float = Field(25.0, gt=0, le=120)
     events_keep: int = Field(100000, ge=100)    # newest events kept in the store
+    # a stale node's routes are drained by the hub (apart from operator drains) and undrained on its next heartbeat
+    drain_stale_routes: bool = True
     agents: dict[str, AgentEntry] = Field(default_factory=dict)
     proxmox: Optional[ProxmoxView] = None
 

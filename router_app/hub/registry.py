@@ -11,7 +11,8 @@ from typing import Optional
 from .config import HubSettings
 
 PERSIST_EVERY_S = 30.0   # a heartbeat is written to SQLite on join, on a state change, and at most this often
-KEEP = ("agent_version", "hostname", "gpus", "cpu", "memory", "disk", "engines", "uptime_s", "errors")
+KEEP = ("agent_version", "hostname", "gpus", "cpu", "memory", "disk", "engines", "uptime_s", "errors",
+        "infra_paths")
 
 
 class Registry:
@@ -52,6 +53,11 @@ class Registry:
     def online(self, node: str, now: float) -> bool:
         rec = self.nodes.get(node)
         return bool(rec) and rec["state"] == "healthy" and now - rec["last_seen"] <= self.settings.stale_after_s
+
+    def infra_paths(self, node: str) -> list:
+        """The file allowlist the node's agent reported (homelab_agent_infra_paths), [] when none."""
+        paths = ((self.nodes.get(node) or {}).get("info") or {}).get("infra_paths")
+        return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
 
     def routes_of(self, node: str) -> list:
         routes = list(self.settings.agents[node].routes) if node in self.settings.agents else []

@@ -10,26 +10,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import os
 import time
 import uuid
 from typing import Any, Optional
 
+from ..agent import files as agent_files
 from . import commands as cmds
+from . import drains, progress
 from .config import HubSettings
+from .errors import HubError
 from .registry import Registry
 from .store import HubStore
 
 FINAL = ("succeeded", "failed", "refused")
 ACK_TIMEOUT_S = 10.0     # a delivered command the agent did not acknowledge in this time is handed out again
-
-
-class HubError(Exception):
-    """status + code + message (+ param), turned into an OpenAI-shaped error by the API layer."""
-
-    def __init__(self, status: int, message: str, code: str, param: Optional[str] = None):
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
+MAX_RESULT = 512 * 1024  # bytes of one command's result kept (read_file's 256 KiB as base64 fits)
 
 
 def default_store_path(access_store_path: str) -> str:
@@ -52,6 +49,8 @@ class Hub:
         self.heartbeats = 0
         self._sweeps = 0
         self.delivery_latency: list = []  # seconds from queued to delivered, newest last (bounded)
+        self.progress_counts: dict = {}   # command id -> command_progress events stored (progress.py)
+        self.started_at = time.time()     # hub drains wait one stale_after_s after a start (drains.py)
 
     # ----------------------------------------------------------------------------- lifecycle
     def tap(self, logs) -> None:
@@ -78,6 +77,7 @@ class Hub:
         self.registry.settings = settings
 
     async def start(self) -> None:
+        self.started_at = time.time()
         self.event("hub_start", data={"nodes": len(self.registry.nodes), "store": self.store.path})
         self._task = asyncio.get_running_loop().create_task(self._sweeper())
 
@@ -103,6 +103,7 @@ class Hub:
         for name in self.registry.find_stale(now):
             silent = round(now - self.registry.nodes[name]["last_seen"], 1)
             self.event("node_stale", node=name, data={"silent_s": silent})
+        self.apply_drains(now)
         for cid, node, kind in self.store.requeue_unacked(now, ACK_TIMEOUT_S):
             self.event("command_requeued", node=node, data={"command": cid, "command_kind": kind,
                                                              "detail": "delivered but not acknowledged"})
@@ -117,6 +118,29 @@ class Hub:
         self._sweeps += 1
         if self._sweeps % 600 == 0:
             self.store.trim_events(self.settings.events_keep)
+
+    def apply_drains(self, now: Optional[float] = None) -> tuple[dict, dict]:
+        """Drains the routes of stale nodes and undrains those of nodes back (drains.plan), with events."""
+        rt = getattr(self.host, "runtime", None)
+        states = getattr(rt, "states", None)
+        if not states:
+            return {}, {}
+        now = time.time() if now is None else now
+        current = {r: st.hub_drained for r, st in states.items() if getattr(st, "hub_drained", None)}
+        drain, undrain = drains.plan(self.settings.drain_stale_routes, self.registry.nodes, self.registry.routes_of,
+                                     states, current, now, self.settings.stale_after_s, self.started_at)
+        for r, n in drain.items():
+            states[r].hub_drained = n
+            self.event("hub_drain", node=n, route=r, data={"detail": f"node {n} is stale: auto-routing skips {r} "
+                                                                      "until its agent beats again"})
+        for r, n in undrain.items():
+            states[r].hub_drained = None
+            why = "node back" if self.settings.drain_stale_routes else "hub.drain_stale_routes is off"
+            self.event("hub_undrain", node=n, route=r,
+                       data={"detail": why, "operator_drain_kept": bool(states[r].drained)})
+        if drain or undrain:
+            rt.refresh_drained()
+        return drain, undrain
 
     # ----------------------------------------------------------------------------- events
     def event(self, kind: str, node: Optional[str] = None, route: Optional[str] = None,
@@ -149,6 +173,7 @@ class Hub:
         came_back = self.registry.beat(node, payload, time.time())
         if came_back is not None:
             self.event("node_up", node=node, data={"was": came_back})
+            self.apply_drains()
         return {"interval_s": self.settings.heartbeat_interval_s, "commands": self.take(node),
                 "server_time": time.time()}
 
@@ -160,6 +185,13 @@ class Hub:
             self.event("command_delivered", node=node, data={"command": c["id"], "command_kind": c["kind"]})
         del self.delivery_latency[:-1000]
         return [{"id": c["id"], "kind": c["kind"], "args": c["args"], "expires_at": c["expires_at"]} for c in out]
+
+    def runner_events(self, node: str, batch: Any) -> dict:
+        """Per-task summaries of a running runbook (agent_runner.py) -> `command_progress` events. Bounded: at most
+        progress.PER_BATCH per call and progress.PER_COMMAND per command; only for this node's commands that are
+        delivered or running; anything else in the batch is dropped and counted."""
+        taken, dropped = progress.accept(self, node, batch)
+        return {"accepted": taken, "dropped": dropped}
 
     def ack(self, node: str, cid: Any) -> dict:
         if not isinstance(cid, str):
@@ -194,7 +226,12 @@ class Hub:
             raise HubError(400, "id must be a string", "invalid_id", "id")
         if not isinstance(result, dict):
             result = {"detail": str(result)}
+        size = len(json.dumps(result, default=str, ensure_ascii=False))
+        if size > MAX_RESULT:
+            status, result = "failed", {"summary": f"result of {size} bytes is over the hub's {MAX_RESULT}-byte "
+                                                   "limit; dropped", "result_bytes": size}
         cmd = self.store.finish(cid, status, result, time.time(), from_status=("delivered", "running"), node=node)
+        self.progress_counts.pop(cid, None)
         if cmd is None:
             known = self.store.get_command(cid)
             if known is None or known["node"] != node:
@@ -212,7 +249,12 @@ class Hub:
 
     # ----------------------------------------------------------------------------- admin
     def nodes(self) -> list:
-        return self.registry.view(time.time(), self.store)
+        out = self.registry.view(time.time(), self.store)
+        states = getattr(getattr(self.host, "runtime", None), "states", None) or {}
+        for item in out:
+            item["drained_routes"] = sorted(r for r, st in states.items()
+                                            if getattr(st, "hub_drained", None) == item["node"])
+        return out
 
     def node_of_route(self, route: str) -> str:
         for name in self.settings.agents:
@@ -244,6 +286,8 @@ class Hub:
                            f"unknown node {node!r}; nodes: {', '.join(self.settings.agents) or 'none configured'}",
                            "unknown_node", "node")
         cmd["node"] = node
+        if kind in cmds.FILE_KINDS:
+            self._file_gate(kind, clean, node, now, requested_by)
         if not self.registry.online(node, now):
             cmd["detail"] = "waiting: node offline; runs when its agent reconnects, unless it expires first"
         self.store.add_command(cmd)
@@ -253,6 +297,24 @@ class Hub:
         if ev is not None:
             ev.set()
         return self.store.get_command(cmd["id"])
+
+    def _file_gate(self, kind: str, args: dict, node: str, now: float, requested_by: str) -> None:
+        """list_files/read_file: interactive reads, so an offline node is refused at once (nothing queues), and the
+        path must lie inside the allowlist the node's agent reported. The agent checks again on the realpath."""
+        why, code, status = None, "path_not_allowed", 403
+        allowed = self.registry.infra_paths(node)
+        if not self.registry.online(node, now):
+            why, code, status = f"node {node} is offline (no heartbeat); {kind} needs a connected agent", \
+                "node_offline", 409
+        elif not agent_files.within(args["path"], allowed):
+            listed = ", ".join(allowed) or "empty: homelab_agent_infra_paths"
+            why = f"{args['path']} is outside the infra allowlist of node {node} ({listed})"
+        elif agent_files.secret_name(args["path"]):
+            why = f"{args['path']} looks like a secret (its name); never served"
+        if why:
+            self.event("command_refused", node=node, data={"command_kind": kind, "args": args, "reason": why,
+                                                            "requested_by": requested_by})
+            raise HubError(status, why, code, "args.path" if code == "path_not_allowed" else "node")
 
     def _ttl(self, ttl_s: Any) -> float:
         if ttl_s is None:

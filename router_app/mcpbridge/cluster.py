@@ -6,6 +6,8 @@ Every call goes to the router's admin API on loopback with the admin key -- the 
 * model_list      GET /admin/catalog (per route the load state) plus the routes' models and aliases (/v1/models)
 * model_load      POST /admin/models/load; dry_run: GET /admin/placement/{model} (choice, state, evictions)
 * model_unload    POST /admin/models/unload; dry_run: the catalog's current states of the model
+* infra_list/read POST /admin/commands {kind: list_files | read_file, node, args}, then GET /admin/commands/{id}
+                  until the agent's result lands (at most FILE_WAIT_S; the command expires soon after)
 * recover_cuda    POST /admin/recover-cuda (queues the hub's closed-list `recover_cuda` command); dry_run: the node,
                   its routes and the command that would be queued (GET /admin/nodes, /admin/command-kinds)
 
@@ -14,10 +16,15 @@ view (services.py). Nothing here runs a command of its own.
 """
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any, Optional
 from urllib.parse import quote
 
 from .errors import ServiceError
+
+FILE_WAIT_S = 15.0       # how long infra_list/infra_read wait for the node agent's answer
+FINAL = ("succeeded", "failed", "refused", "expired", "lost")
 
 
 def _msg(body: Any) -> str:
@@ -158,3 +165,26 @@ class ClusterOps:
         cmd = await self._admin_json("POST", "/admin/recover-cuda", {"node": node})
         return {"dry_run": False, "command_id": cmd["id"], "status": cmd["status"], "node": cmd.get("node"),
                 "detail": cmd.get("detail"), "follow": f"GET /admin/commands/{cmd['id']} and /admin/events"}
+
+    # ---------------------------------------------------------------------------------------------- files
+    async def hub_file(self, node: str, kind: str, args: dict, wait_s: float = FILE_WAIT_S) -> dict[str, Any]:
+        """Queue a read-only file command for the node's agent and wait (bounded) for its result."""
+        body = {"kind": kind, "node": node, "args": args, "ttl_s": wait_s + 5}
+        status, cmd = await self._call("POST", "/admin/commands", json=body)   # type: ignore[attr-defined]
+        if status not in (200, 202):
+            raise ServiceError(f"{kind} refused by the hub ({status}): {_msg(cmd)}")
+        cid, deadline = cmd["id"], time.monotonic() + wait_s
+        delay = 0.05
+        while cmd.get("status") not in FINAL:
+            if time.monotonic() >= deadline:
+                raise ServiceError(f"timed out after {wait_s:g} s waiting for {node}'s agent to answer {kind} "
+                                   f"(command {cid} is {cmd.get('status')}; it expires unanswered)")
+            await asyncio.sleep(delay)
+            delay = min(0.25, delay * 1.5)
+            cmd = await self._admin_json("GET", f"/admin/commands/{quote(cid, safe='')}")
+        res = cmd.get("result") or {}
+        if cmd["status"] != "succeeded":
+            raise ServiceError(f"{kind} {args.get('path')} on {node}: {cmd['status']} by the node agent: "
+                               f"{res.get('summary') or res.get('detail') or cmd.get('detail') or 'no detail'}")
+        out = {k: v for k, v in res.items() if k != "summary"}
+        return {"node": node, "command_id": cid, **out}

@@ -6,12 +6,14 @@ so there is no second implementation:
 * routes: `/admin/upstreams`, `/admin/drain|undrain/<route>`, `/admin/reload-config`, `/admin/keys`, `/v1/models`;
 * the hub (router_app/hub, issue 13) and the model catalog (router_app/catalog, issue 14): cluster.py
   (`/admin/nodes`, `/admin/recover-cuda`, `/admin/catalog`, `/admin/placement/{model}`, `/admin/models/load|unload`);
+* infra_list/infra_read: the hub's closed-list `list_files`/`read_file` commands (POST /admin/commands, then
+  GET /admin/commands/{id} until the agent's result lands, bounded: cluster.py `hub_file`); each node's allowlist is
+  its inventory's homelab_agent_infra_paths, reported by its agent and checked by the hub and again by the agent;
 * the router config file the router was started with (routes know their engine URLs; the `mcp:` section may carry
-  the inventory's node map and the infra allowlist). A router without the hub falls back to this view.
+  the inventory's node map). A router without the hub falls back to this view.
 
 `Hooks` lets a test (or a future in-process embedding) replace one tool's backend; `default_hooks()` sets none, and
-each tool then calls the admin API. infra_list/infra_read stay unwired: the hub's closed command list has no
-file-reading kind yet, and the bridge never runs commands of its own (see README-mcp.md).
+each tool then calls the admin API. The bridge never runs commands of its own (see README-mcp.md).
 """
 from __future__ import annotations
 
@@ -21,13 +23,12 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from ..agent.files import path_problem
 from ..decision.config import ConfigInvalid, RouterConfig, load_config
 from .cluster import ClusterOps
 from .errors import ServiceError
 from .settings import BridgeSettings, bridge_settings, router_base_url
 
-NEEDS_AGENT = ("requires a file-reading command in the hub's closed command list (router_app/hub/commands.py), "
-               "which the node agents do not offer yet")
 NEEDS_HUB = "requires the hub (hub.enabled: true in the router config)"
 OLLAMA_PORT = 11434
 
@@ -38,7 +39,7 @@ __all__ = ["Hooks", "ServiceError", "Services", "default_hooks"]
 NodesFn = Callable[[], Awaitable[list[dict[str, Any]]]]                         # hub: nodes, cards, VRAM, health
 CatalogFn = Callable[[], Awaitable[list[dict[str, Any]]]]                       # catalog: models with states
 LoadFn = Callable[[str, Optional[str], bool], Awaitable[dict[str, Any]]]        # (model, node, dry_run)
-InfraListFn = Callable[[str, list[str]], Awaitable[list[dict[str, Any]]]]       # (node, allowlist)
+InfraListFn = Callable[[str, Optional[str]], Awaitable[dict[str, Any]]]         # (node, path)
 InfraReadFn = Callable[[str, str, int], Awaitable[dict[str, Any]]]              # (node, path, max_bytes)
 RecoverFn = Callable[[str, bool], Awaitable[dict[str, Any]]]                    # (node, dry_run)
 
@@ -281,25 +282,33 @@ class Services(ClusterOps):
                            f"(use node_engine_url for its engines)")
 
     # -------------------------------------------------------------------------------- infra (node agents)
-    def _allowlist(self, node: str) -> list[str]:
-        if node not in self.settings.infra_allowlist:
-            self._node(node)        # an unknown node is an error; a known one without a list has no files
-        return list(self.settings.infra_allowlist.get(node, []))
+    async def _hub_or_fail(self, tool: str) -> list:
+        hub = await self.hub_nodes()
+        if hub is None:
+            raise ServiceError(f"{tool} {NEEDS_HUB}: files are fetched by the node agents through the hub")
+        return hub
 
-    async def infra_list(self, node: str) -> dict[str, Any]:
-        allowed = self._allowlist(node)
-        if self.hooks.infra_list is None:
-            return {"node": node, "allowlist": allowed, "files": None, "note": f"file details {NEEDS_AGENT}"}
-        return {"node": node, "allowlist": allowed, "files": await self.hooks.infra_list(node, allowed)}
+    async def infra_list(self, node: str, path: Optional[str] = None) -> dict[str, Any]:
+        if path is not None and (why := path_problem(path)):
+            raise ServiceError(why)
+        if self.hooks.infra_list is not None:
+            return await self.hooks.infra_list(node, path)
+        nodes = {n["node"]: n for n in await self._hub_or_fail("infra_list")}
+        if node not in nodes:
+            raise ServiceError(f"unknown node {node!r}; hub nodes: {', '.join(nodes) or '(none)'}")
+        allowed = nodes[node].get("infra_paths") or []
+        if path is None:
+            return {"node": node, "node_health": nodes[node].get("state"), "allowlist": allowed,
+                    "note": "give path (an allowlist entry or a path under one) to list it through the node agent"}
+        return await self.hub_file(node, "list_files", {"path": path})
 
     async def infra_read(self, node: str, path: str, max_bytes: int) -> dict[str, Any]:
-        allowed = self._allowlist(node)
-        if path not in allowed:     # exact match on the normalized path: no prefixes, no globs, no ../
-            raise ServiceError(f"{path!r} is not in the infra allowlist of node {node!r}; allowed: "
-                               f"{', '.join(allowed) or '(none)'}")
-        if self.hooks.infra_read is None:
-            raise ServiceError(f"infra_read {NEEDS_AGENT}")
-        return await self.hooks.infra_read(node, path, max_bytes)
+        if why := path_problem(path):
+            raise ServiceError(why)
+        if self.hooks.infra_read is not None:
+            return await self.hooks.infra_read(node, path, max_bytes)
+        await self._hub_or_fail("infra_read")
+        return await self.hub_file(node, "read_file", {"path": path, "max_bytes": max_bytes})
 
     async def recover_cuda(self, node: str, dry_run: bool) -> dict[str, Any]:
         if self.hooks.recover_cuda is not None:

@@ -7,17 +7,15 @@
       allowed_origins: []                    # browser Origins accepted (none by default)
       nodes:                                 # compiled from the inventory by the router role (optional)
         gpu1: {address: 192.0.2.10, engines: [{route: brain, runtime: vllm, port: 8000}]}
-      infra_allowlist:                       # files infra_read may fetch, per node (absolute paths)
-        gpu1: [/etc/homelab/engine.env.example, /var/log/homelab/gpu_watchdog.log]
 
-Every key is optional. Unknown keys are refused with the path of the bad key.
+Every key is optional. Unknown keys are refused with the path of the bad key. The files infra_list/infra_read may
+fetch are not set here: each node's agent serves its own allowlist (homelab_agent_infra_paths), through the hub.
 """
 from __future__ import annotations
 
-import posixpath
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..decision.config import ConfigError, RouterConfig
 
@@ -50,16 +48,6 @@ class BridgeSettings(_Strict):
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
     nodes: dict[str, Node] = Field(default_factory=dict)
-    infra_allowlist: dict[str, list[str]] = Field(default_factory=dict)
-
-    @field_validator("infra_allowlist")
-    @classmethod
-    def _abs(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
-        for node, paths in v.items():
-            for p in paths:
-                if not p.startswith("/") or posixpath.normpath(p) != p or "\x00" in p:
-                    raise ValueError(f"{node}: {p!r} must be a normalized absolute path")
-        return v
 
 
 class BridgeConfigInvalid(Exception):

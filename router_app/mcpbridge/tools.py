@@ -22,6 +22,8 @@ TOOL_SCOPES: dict[str, str] = {}
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="a name from the config")]
 NodeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$",
                                 description="a node name from cluster_nodes")]
+InfraPath = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^/",
+                                 description="absolute path inside the node's allowlist (no '..', no globs)")]
 DryRun = Annotated[bool, Field(description="true: only say what would be done; nothing changes")]
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -144,17 +146,22 @@ def register_tools(server: MCPServer, svc: Services) -> None:
     async def node_ollama_url(node: NodeName) -> dict:
         return await _do(svc.node_ollama_url(node))
 
-    @tool("infra_list", "read", READ, "The files of a managed node that infra_read may fetch (the inventory's "
-          "allowlist). Size and mtime need a file-reading command in the hub's closed list, which does not exist yet.")
-    async def infra_list(node: NodeName) -> dict:
-        return await _do(svc.infra_list(node))
+    @tool("infra_list", "read", READ, "Files of a managed node that infra_read may fetch. Without path: the node's "
+          "allowlist (its inventory's homelab_agent_infra_paths, as its agent reported it). With path (an allowlist "
+          "entry or a path under one): that file, or that directory's entries, with type, size, mtime and mode, "
+          "fetched by the node's agent (the hub's list_files command; waits up to 15 s). Paths outside the "
+          "allowlist, relative paths, '..' and symlinks leading out are refused.")
+    async def infra_list(node: NodeName, path: Optional[InfraPath] = None) -> dict:
+        return await _do(svc.infra_list(node, path))
 
-    @tool("infra_read", "read", READ, "Read one allowlisted file of a managed node through its node agent. Paths "
-          "outside the allowlist are refused; there are no globs and no relative paths. Answers a tool error until "
-          "the hub's closed command list has a file-reading kind.")
-    async def infra_read(node: NodeName,
-                         path: Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^/")],
-                         max_bytes: Annotated[int, Field(ge=1, le=1048576)] = 65536) -> dict:
+    @tool("infra_read", "read", READ, "Read one allowlisted file of a managed node through its node agent (the hub's "
+          "read_file command; waits up to 15 s): content (encoding utf-8, or base64 for binary), size, mtime, "
+          "truncated. Paths outside the allowlist, relative paths, '..', symlinks leading out, non-regular files "
+          "and secret-looking files (root-owned 0600, *.env, keys) are refused.")
+    async def infra_read(node: NodeName, path: InfraPath,
+                         max_bytes: Annotated[int, Field(ge=1, le=262144, description="bytes to return at most "
+                                                         "(<= 256 KiB; truncated says when the file is longer)")]
+                         = 65536) -> dict:
         return await _do(svc.infra_read(node, path, max_bytes))
 
     @tool("recover_cuda", "admin", _mutating(True, False), "Recover a node whose CUDA context is wedged: queues the "

@@ -32,6 +32,7 @@ from ..errors import ApiError
 from ..hub import api as hub_api
 from ..hub import metrics as hub_metrics
 from .auth import check_admin, check_observer
+from .telemetry import now_iso
 
 PROM_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -71,7 +72,8 @@ class RouteSnapshot(BaseModel):
     url: str
     model: str
     healthy: bool
-    drained: bool
+    drained: bool                           # an operator's drain
+    drained_by_hub: Optional[str] = None    # the stale node the hub drained this route for (auto-undrained)
     in_flight: int
     queued: int
     max_concurrency: int
@@ -93,6 +95,7 @@ class RouteStatus(BaseModel):
     queued: int
     healthy: bool
     drained: bool
+    drained_by_hub: Optional[str] = None
 
 
 class Stats(_Open):
@@ -107,6 +110,7 @@ class Stats(_Open):
 class DrainResult(BaseModel):
     route: str
     drained: bool
+    drained_by_hub: Optional[str] = None    # still skipped by auto-routing after an undrain while this is set
 
 
 class Reloaded(BaseModel):
@@ -193,7 +197,26 @@ def build_ops_app(router: OpsHost) -> FastAPI:
     bearer = HTTPBearer(auto_error=False, description="The admin key (env var named by admin_key_env)")
 
     async def require_admin(request: Request, _creds=Depends(bearer)) -> None:
-        check_admin(request.scope, router.admin_key)
+        try:
+            who = check_admin(request.scope, router.admin_key, router.access)
+        except ApiError as err:
+            if err.status == 403 and err.code == "scope_missing":
+                admin_audit(request, getattr(err, "principal", None), "refused", err.code)
+            raise
+        request.state.admin_principal = who
+        admin_audit(request, who, "allowed")
+
+    def admin_audit(request: Request, who: Optional[str], outcome: str, error: Optional[str] = None) -> None:
+        """<log_dir>/admin-audit.jsonl: one line per /admin/* call that passed auth, and per scope refusal."""
+        rec = {"ts": now_iso(), "who": who, "method": request.method,
+               "path": request.url.path, "outcome": outcome,
+               "client": request.client.host if request.client else None}
+        if error:
+            rec["error"] = error
+        try:
+            router.logs.admin.write(rec)
+        except AttributeError:      # a host without the admin log (test doubles)
+            pass
 
     async def require_observer(request: Request, _creds=Depends(bearer)) -> None:
         check_observer(request.scope, router.admin_key)

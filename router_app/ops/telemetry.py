@@ -117,7 +117,9 @@ class Metrics:
             ("homelab_router_route_in_flight", "Requests in flight per route.", lambda s: s.in_flight),
             ("homelab_router_route_queued", "Requests waiting for a slot per route.", lambda s: s.queued),
             ("homelab_router_route_healthy", "1 when the route is healthy.", lambda s: int(s.healthy)),
-            ("homelab_router_route_drained", "1 when the route is drained.", lambda s: int(s.drained)),
+            ("homelab_router_route_drained", "1 when an operator drained the route.", lambda s: int(s.drained)),
+            ("homelab_router_route_hub_drained", "1 when the hub drained the route (its node is stale).",
+             lambda s: int(bool(s.hub_drained))),
             ("homelab_router_route_max_concurrency", "Configured concurrency cap.", lambda s: s.max_concurrency),
         ):
             out.append(f"# HELP {name} {help_}\n# TYPE {name} gauge\n")
@@ -141,7 +143,8 @@ class Metrics:
             "latency_seconds": self.latency.as_json(),
             "upstream_first_byte_seconds": self.ttfb.as_json(),
             "overhead_ms": self.overhead.as_json(),
-            "routes": {n: {"in_flight": s.in_flight, "queued": s.queued, "healthy": s.healthy, "drained": s.drained}
+            "routes": {n: {"in_flight": s.in_flight, "queued": s.queued, "healthy": s.healthy, "drained": s.drained,
+                           "drained_by_hub": s.hub_drained}
                        for n, s in sorted(states.items())},
         }
 
@@ -214,7 +217,7 @@ class JsonlLog:
 
 class Logs:
     FILES = {"decisions": "router-decisions.jsonl", "failures": "upstream-failures.jsonl",
-             "events": "router-events.jsonl"}
+             "events": "router-events.jsonl", "admin": "admin-audit.jsonl"}
 
     def __init__(self, log_dir: str, max_bytes: int, backups: int):
         self.dir = log_dir
@@ -234,7 +237,7 @@ class Logs:
         self.dir = log_dir
 
     def all(self) -> Iterable[JsonlLog]:
-        return (self.decisions, self.failures, self.events)
+        return (self.decisions, self.failures, self.events, self.admin)
 
     def flush(self) -> None:
         for l in self.all():

@@ -185,7 +185,10 @@ class RouterApp:
         if err:
             rec["persist_error"] = err
         self.logs.events.write(rec)
-        return {"route": route, "drained": drain}
+        out = {"route": route, "drained": drain}
+        if st.hub_drained:      # the route stays out of auto-routing until that node's agent beats again
+            out["drained_by_hub"] = st.hub_drained
+        return out
 
     # ================================================================================= ASGI
     async def __call__(self, scope, receive, send):

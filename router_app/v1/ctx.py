@@ -15,7 +15,8 @@ class Ctx:
     __slots__ = ("cloud_hold", "t0", "req_id", "endpoint", "rt", "body", "decision", "principal", "ticket", "stream",
                  "client_usage", "usage_added", "route", "bucket", "reason", "hops", "status", "usage",
                  "overhead_ms", "error_code", "authz", "route_hdr", "bucket_hdr", "client_host", "body_s",
-                 "upstream_s", "queue_s", "allowed", "surface", "catalog", "catalog_begun", "end_user")
+                 "upstream_s", "queue_s", "allowed", "surface", "catalog", "catalog_held", "notice",
+                 "committed", "end_user")
 
     def __init__(self, t0: float, req_id: str, endpoint: str, rt):
         self.t0, self.req_id, self.endpoint, self.rt = t0, req_id, endpoint, rt
@@ -44,7 +45,9 @@ class Ctx:
         self.upstream_s = 0.0         # every engine attempt, failed ones included
         self.queue_s = 0.0            # waiting for a slot
         self.catalog = None           # a Placement when the catalog answers for the model (router_app/catalog)
-        self.catalog_begun = False
+        self.catalog_held: list = []  # (route, model) the request holds: eviction never touches them
+        self.notice = None            # async (model, route): a streamed request is about to wait for a load
+        self.committed = False        # the stream's head (200) already went out with a loading notice
 
     def stop_clock(self) -> None:
         """Overhead = the router's own time: the total less upload, queueing and every engine attempt."""

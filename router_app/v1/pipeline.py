@@ -21,6 +21,7 @@ Responses API builds its answer from the Outcome).
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Awaitable, Callable, Optional
 
 import orjson
@@ -34,6 +35,7 @@ from ..dispatch.forward import Outcome, forward
 from ..errors import ApiError
 from ..ops.telemetry import now_iso
 from . import body as B
+from . import notice
 from .account import account
 from .ctx import Ctx, begin, route_headers
 from .errors import send_error
@@ -127,6 +129,8 @@ class Pipeline:
 
     async def serve(self, ctx: Ctx, body: dict, send, respond: Respond) -> None:
         ctx.body = body
+        if respond == self.respond and self.app.catalog.active:    # chat/completions streams: the loading notice
+            notice.arm(self.app, ctx, send)
         self.decide(ctx)
         self.admit(ctx)
         try:
@@ -138,7 +142,7 @@ class Pipeline:
             finally:
                 out.close()
         finally:
-            if ctx.catalog is not None:
+            if ctx.catalog_held:
                 catalog_glue.finish(self.app, ctx)
 
     # ================================================================================= the steps
@@ -193,11 +197,15 @@ class Pipeline:
     async def dispatch(self, ctx: Ctx) -> Outcome:
         ctx.stream = ctx.endpoint != "embeddings" and ctx.body.get("stream") is True
         app = self.app
+        before = None
         if ctx.catalog is not None:       # issue 14: load on demand (single flight) before the engine sees it
             await catalog_glue.prepare(app, ctx)
+        elif app.catalog.active:          # issue 14: a keyword/alias/pin route's own model, loaded on demand too
+            before = functools.partial(catalog_glue.before_route, app, ctx)
         out = await forward(ctx.rt, app.session, app.metrics, app.logs, ctx.decision, PATHS[ctx.endpoint],
                             self._body_builder(ctx, ctx.endpoint, ctx.stream), ctx.stream, ctx.allowed,
-                            ctx.req_id, fallback=ctx.endpoint != "embeddings" and ctx.catalog is None, timing=ctx)
+                            ctx.req_id, fallback=ctx.endpoint != "embeddings" and ctx.catalog is None, timing=ctx,
+                            before=before)
         ctx.route, ctx.reason, ctx.hops = out.route, out.reason, out.hops
         return out
 
@@ -212,7 +220,11 @@ class Pipeline:
         return out
 
     async def respond(self, ctx: Ctx, out: Outcome, send) -> None:
-        if out.resp is None:
+        if ctx.committed and out.resp is None:      # a loading notice went out: the engine's refusal as an event
+            ctx.status = out.status
+            ctx.stop_clock()
+            await notice.send_error_event(send, notice.error_body(out.status, out.body))
+        elif out.resp is None:
             await send_nonstream(ctx, out, send)
         else:
             await send_stream(self.app, ctx, out, send)
@@ -228,6 +240,9 @@ class Pipeline:
         ctx.error_code = err.code
         self.app.metrics.rejected.inc((str(err.status), err.code or ""))
         ctx.stop_clock()
+        if ctx.committed:        # the stream's head went out with a loading notice: the error ends the stream
+            await notice.send_error_event(send, orjson.dumps(err.body()))
+            return
         try:
             await send_error(send, err, route_headers(ctx))
         except OSError:

@@ -42,7 +42,8 @@ async def send_stream(app, ctx: Ctx, out: Outcome, send) -> None:
     resp = out.resp
     access = app.access
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": hdrs})
+        if not ctx.committed:     # a loading notice (router_app/v1/notice.py) may have sent the head already
+            await send({"type": "http.response.start", "status": 200, "headers": hdrs})
         first = filt.feed(out.first_chunk or b"")
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})

@@ -60,6 +60,7 @@ class Rig:
         self.cfg_path.write_text(yaml.safe_dump(cfg))
         self.router = None
         self.agents: dict = {}
+        self.infra_paths: dict = {}       # node -> the agent's file allowlist (homelab_agent_infra_paths)
         self.recover_log = tmp / "recover-cuda.calls"
         self.admin = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
 
@@ -100,6 +101,7 @@ class Rig:
         cfg = {"hub_url": self.url, "node": node, "token_file": str(tok), "interval_s": 1,
                "nvidia_smi": str(FAKE_SMI), "disks": ["/"], "state_file": str(d / "state.json"),
                "engines": [{"name": "vllm-eyes", "unit": "vllm-eyes.service", "route": "eyes"}],
+               "infra_paths": self.infra_paths.get(node, []),
                "runner": {"bin": str(BIN / "ansible-runner"), "runbooks_dir": str(ROOT / "playbooks" / "runbooks"),
                           "data_dir": str(d / "runner"), "python": sys.executable, "rotate_artifacts": 3,
                           "timeout_s": 120,

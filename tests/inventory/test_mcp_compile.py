@@ -27,7 +27,7 @@ def test_example_nodes_reach_the_bridge(model, tmp_path):
     assert nodes["spark"]["engines"][0] == {"route": "brain", "runtime": "vllm", "port": 8000}
     cfg = _compile(model)
     cfg.update(store_path=str(tmp_path / "s.sqlite3"), log_dir=str(tmp_path / "logs"),
-               mcp={"nodes": nodes, "infra_allowlist": {"spark": ["/var/log/homelab/gpu_watchdog.log"]}})
+               mcp={"nodes": nodes})
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     svc = Services(str(path), admin_key=None)

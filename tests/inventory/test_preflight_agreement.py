@@ -58,6 +58,7 @@ PREFLIGHTS = yaml.safe_dump([
     _play("netdata", ["netdata"]),
     _play("wireguard", ["wireguard"]),
     _play("home_automation", ["mosquitto", "homelab_ha_runtime", "ha_bridge", "vision_notifier"]),
+    _play("homelab_agents", ["homelab_agent"]),
 ], sort_keys=False)
 
 # Preflights are controller-side assertions; these make sure nothing would connect even if one were not.
@@ -231,6 +232,14 @@ def vision_ingest_on_lan_without_token(m):
     m["hostvars"]["ai-gateway"].update(vision_notifier_listen_host="10.30.0.10", vault_vision_notifier_ingest_token="")
 
 
+def agent_infra_path_escapes(m):
+    m["hostvars"]["spark"]["homelab_agent_infra_paths"] = ["/etc/homelab", "/var/log/../../etc/shadow"]
+
+
+def agent_infra_paths_narrowed(m):
+    m["hostvars"]["spark"]["homelab_agent_infra_paths"] = ["/etc/homelab/agent.json", "/var/log/homelab"]
+
+
 def home_automation_tuned(m):
     m["hostvars"]["ai-gateway"].update(ha_bridge_poll_interval_s=30, vision_notifier_stage1_model="eyes",
                                        ha_bridge_hosts=[{"name": "spark", "label": "Spark", "unified_memory": True}])
@@ -265,6 +274,8 @@ VARIANTS = [
     (mqtt_tls_without_certificate, False, "mosquitto_tls_cert_file: is required"),
     (vision_ingest_on_lan_without_token, False, "vision_notifier_ingest_token: is required"),
     (home_automation_tuned, True, None),
+    (agent_infra_path_escapes, False, "homelab_agent_infra_paths[1]: path '/var/log/../../etc/shadow' must not"),
+    (agent_infra_paths_narrowed, True, None),
 ]
 
 

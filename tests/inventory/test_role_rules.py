@@ -134,16 +134,17 @@ def test_roles_for_host_mirror_the_playbooks():
     g = _EXAMPLE_MODEL["groups"]
     hv = _EXAMPLE_MODEL["hostvars"]
     assert site.roles_for_host(g, "ubuntu-4090", hv["ubuntu-4090"]) == \
-        ["common", "nvidia_driver", "vllm", "engine_lockdown", "netdata"]
+        ["common", "nvidia_driver", "vllm", "engine_lockdown", "netdata", "homelab_agent"]
     assert site.roles_for_host(g, "win-5090", hv["win-5090"]) == ["lmstudio"]
     assert site.roles_for_host(g, "ai-gateway", hv["ai-gateway"]) == \
         ["common", "router", "caddy", "netdata", "wireguard", "mosquitto", "homelab_ha_runtime", "ha_bridge",
-         "vision_notifier"]
+         "vision_notifier", "homelab_agent"]
     assert site.roles_for_host(g, "opnsense", hv["opnsense"]) == ["opnsense_vlans"]
     # and the playbooks still give those roles to those groups
     text = "".join(p.read_text() for p in (REPO / "playbooks").glob("*.yml"))
     for role in ("common", "nvidia_driver", "vllm", "engine_lockdown", "netdata", "lmstudio", "router", "caddy",
-                 "wireguard", "opnsense_vlans", "proxmox_lxc", "mosquitto", "ha_bridge", "vision_notifier"):
+                 "wireguard", "opnsense_vlans", "proxmox_lxc", "mosquitto", "ha_bridge", "vision_notifier",
+                 "homelab_agent"):
         assert re.search(rf"(role|name): {role}\b", text), role
 
 

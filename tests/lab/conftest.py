@@ -56,9 +56,25 @@ def lab():
     info["lab"] = lab
     info["key"] = (labmod.STATE / "api-key").read_text().strip()
     info["ca"] = labmod.ca_path()
+    _STATE["owned"] = not reused and os.environ.get("LAB_KEEP") != "1"
     yield info
-    if not reused and os.environ.get("LAB_KEEP") != "1":
+    _take_down()
+
+
+# The lab fixture is session-scoped, but nothing after the lab tests needs the lab: take it down as
+# soon as the last lab test has run, so its containers do not compete with the Molecule scenarios
+# that follow on the same worker (make test runs on two pytest-xdist workers).
+_STATE = {"owned": False}
+
+
+def _take_down() -> None:
+    if _STATE.pop("owned", False):
         _run_lab("down", timeout=600)
+
+
+def pytest_runtest_teardown(item, nextitem):
+    if nextitem is None or HERE not in Path(str(nextitem.fspath)).resolve().parents:
+        _take_down()
 
 
 def trust(lab):

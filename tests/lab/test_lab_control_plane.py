@@ -150,7 +150,7 @@ def test_mcp_through_caddy_lists_nodes_and_guards_mutations(lab, mcp_keys):
     assert not nodes.is_error, nodes.content[0].text
     by_node = {n["node"]: n for n in json.loads(nodes.content[0].text)["nodes"]}
     assert {"ubuntu-4090", "ubuntu-6000", "spark"} <= set(by_node)
-    assert outside.is_error and "allowlist" in outside.content[0].text
+    assert outside.is_error and "outside the infra allowlist" in outside.content[0].text
     assert drain.is_error and "'admin' scope" in drain.content[0].text
 
     async def dry(s):
@@ -160,7 +160,96 @@ def test_mcp_through_caddy_lists_nodes_and_guards_mutations(lab, mcp_keys):
     assert admin(lab, "GET", "/admin/upstreams")[1]["routes"]["mouth"]["drained"] is False
 
 
+def test_mcp_infra_tools_read_allowlisted_files_on_a_node(lab, mcp_keys):
+    """infra_list/infra_read with a read key: spark's agent serves its homelab_agent_infra_paths (the role default:
+    /etc/homelab, /etc/systemd/system, /etc/caddy/Caddyfile, /var/log/homelab) and nothing else."""
+    wait_until(lambda: _nodes(lab).get("spark", {}).get("state") == "healthy", timeout=90, what="spark healthy")
+
+    async def reads(s):
+        return [await s.call_tool("infra_list", {"node": "spark"}),
+                await s.call_tool("infra_list", {"node": "spark", "path": "/etc/homelab"}),
+                await s.call_tool("infra_read", {"node": "spark", "path": "/etc/homelab/agent.json"}),
+                await s.call_tool("infra_read", {"node": "spark", "path": "/etc/homelab/agent.token"}),
+                await s.call_tool("infra_read", {"node": "spark", "path": "/etc/shadow"}),
+                await s.call_tool("infra_read", {"node": "spark", "path": "/etc/homelab/../shadow"}),
+                await s.call_tool("recover_cuda", {"node": "spark", "dry_run": True})]
+    allow, listing, agent_json, token, shadow, dotdot, mutating = _mcp(lab, mcp_keys["lab-mcp-read"], reads)
+    for r in (allow, listing, agent_json):
+        assert not r.is_error, r.content[0].text
+    assert "/etc/homelab" in json.loads(allow.content[0].text)["allowlist"]
+    entries = {e["path"]: e for e in json.loads(listing.content[0].text)["entries"]}
+    assert "refused" not in entries["/etc/homelab/agent.json"]
+    assert "refused" in entries["/etc/homelab/agent.token"]              # listed, never served
+    got = json.loads(agent_json.content[0].text)
+    assert got["encoding"] == "utf-8" and json.loads(got["content"])["node"] == "spark" and got["size"] > 0
+    assert token.is_error and "secret" in token.content[0].text
+    assert shadow.is_error and "outside the infra allowlist" in shadow.content[0].text
+    assert dotdot.is_error and "'..'" in dotdot.content[0].text
+    assert mutating.is_error and "'admin' scope" in mutating.content[0].text    # a read key runs no mutating tool
+    code, cmds = admin(lab, "GET", "/admin/commands?node=spark&limit=20")
+    reads_done = [c for c in cmds["commands"] if c["kind"] == "read_file"]
+    assert reads_done and reads_done[0]["status"] in ("succeeded", "refused")   # audited like every command
+
+
 def test_mcp_without_a_key_is_401(lab):
     base = lab["lab"].endpoint.rsplit("/v1", 1)[0]
     r = httpx.post(base + "/mcp", json={}, verify=trust(lab), timeout=30)
     assert r.status_code == 401, r.text
+
+
+# ------------------------------------------------------------------------------------------------ restart under load
+
+
+def test_router_restart_under_load_loses_no_request_and_no_command(lab):
+    """`systemctl restart homelab-router` on the gateway while clients send chat requests through Caddy: none fails
+    (homelab-router.socket keeps the port open, the old process finishes what it has); a command queued for a node
+    whose agent is away is delivered exactly once after the restart."""
+    import threading
+
+    import openai
+
+    inv, gw = lab["lab"], lab["lab"].container(lab["lab"].gateway)
+    node = "ubuntu-6000"
+    podman_exec(inv.container(node), "systemctl", "stop", "homelab-agent")
+    try:
+        code, cmd = admin(lab, "POST", "/admin/commands", {"kind": "converge_node", "args": {"check": True},
+                                                           "node": node, "ttl_s": 900})
+        assert code == 202 and cmd["status"] == "queued", cmd
+        ok, failures, stop = [0], [], threading.Event()
+
+        def load(stream: bool) -> None:
+            http = httpx.Client(verify=trust(lab), timeout=120)
+            c = openai.OpenAI(base_url=inv.endpoint, api_key=lab["key"], http_client=http, max_retries=0)
+            while not stop.is_set():
+                try:
+                    if stream:
+                        text = "".join((ch.choices[0].delta.content or "") if ch.choices else "" for ch in
+                                       c.chat.completions.create(model="homelab/auto", max_tokens=8, stream=True,
+                                                                 messages=[{"role": "user", "content": "hi"}]))
+                    else:
+                        text = chat(c, "hi")[1].choices[0].message.content
+                    ok[0] += 1 if text is not None else 0
+                except Exception as exc:  # noqa: BLE001 - every failure is collected and reported
+                    failures.append(f"{type(exc).__name__}: {exc}")
+            http.close()
+        threads = [threading.Thread(target=load, args=(s,), daemon=True) for s in (False, False, True)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: ok[0] >= 3, timeout=120, what="load running")
+        before = ok[0]
+        podman_exec(gw, "systemctl", "restart", "homelab-router")
+        wait_until(lambda: admin(lab, "GET", "/admin/nodes")[0] == 200, timeout=120, what="router back")
+        wait_until(lambda: ok[0] >= before + 6, timeout=120, what="requests answered after the restart")
+        stop.set()
+        for t in threads:
+            t.join(180)
+        assert failures == [], failures[:5]
+    finally:
+        podman_exec(inv.container(node), "systemctl", "start", "homelab-agent", check=False)
+    done = wait_until(lambda: (lambda c: c if c["status"] not in ("queued", "delivered", "running") else None)(
+        admin(lab, "GET", f"/admin/commands/{cmd['id']}")[1]), timeout=600, interval=3, what="command finished")
+    assert done["status"] in ("succeeded", "failed"), done      # ran (a check-mode converge may report drift)
+    code, ev = admin(lab, "GET", f"/admin/events?kind=command_delivered&node={node}&limit=1000")
+    assert sum(1 for e in ev["events"] if e.get("command") == cmd["id"]) == 1, "delivered more than once"
+    code, ev = admin(lab, "GET", "/admin/events?kind=hub_start&limit=1000")
+    assert ev["events"], "the restart left no hub_start event"

@@ -15,57 +15,20 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
 from conftest import RouterServer, rig_config
-from engine import free_port
-
-REPO = Path(__file__).resolve().parents[2]
-BINARY = Path(os.environ.get("LLAMA_SERVER_BIN", REPO / ".cache" / "llama-server" / "0.3.36" / "llama-server"))
-if not BINARY.is_file() and Path("/work/main/.cache/llama-server/0.3.36/llama-server").is_file():
-    BINARY = Path("/work/main/.cache/llama-server/0.3.36/llama-server")   # a worktree shares the main checkout's
-NAMES = ("tiny-alpha", "tiny-beta", "tiny-gamma")
+from llama_router_rig import NAMES, REPO, start_llama_router, states as _states, stop_llama_router
 
 
 @pytest.fixture(scope="module")
 def llama_router(tmp_path_factory):
-    if not BINARY.is_file():
-        pytest.skip(f"no cached llama-server at {BINARY} (tests/tools/build_llama_server_cache.sh builds it)")
-    d = tmp_path_factory.mktemp("models")
-    for i, n in enumerate(NAMES):
-        subprocess.run([sys.executable, str(REPO / "tests" / "fixtures" / "make_tiny_gguf.py"), "--out",
-                        str(d / f"{n}.gguf"), "--seed", str(i)], check=True, capture_output=True)
-    port = free_port()
-    log = open(d / "llama-server.log", "wb")
-    proc = subprocess.Popen([str(BINARY), "--models-dir", str(d), "--models-max", "2", "--no-models-autoload",
-                             "--host", "127.0.0.1", "--port", str(port), "-c", "512", "-t", "1", "--parallel", "4"],
-                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(10))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/models", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("llama-server (router mode) did not start: " + (d / "llama-server.log").read_text()[-2000:])
-        time.sleep(0.1)
+    proc, url, log = start_llama_router(tmp_path_factory.mktemp("models"))
     yield proc, url
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(10)
-    log.close()
-
-
-def _states(url: str) -> dict:
-    return {m["id"]: m["status"]["value"] for m in httpx.get(url + "/models", timeout=5).json()["data"]}
+    stop_llama_router(proc, log)
 
 
 def _chat(client, model, **kw):

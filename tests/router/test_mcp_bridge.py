@@ -58,7 +58,6 @@ def bridge(engines, tmp_path_factory):
         "nodes": {"gpu-a": {"address": "127.0.0.1", "engines": [{"route": "eyes", "runtime": "vllm",
                                                                   "port": eyes_port}],
                             "ollama_url": "http://127.0.0.1:11434"}},
-        "infra_allowlist": {"gpu-a": ["/etc/homelab/engine.env"]},
     }
     path = tmp / "router.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -142,7 +141,7 @@ def test_read_tools(bridge, transport):
                 payload(await s.call_tool("cluster_nodes", {})),
                 payload(await s.call_tool("node_engine_url", {"node": "gpu-a"})),
                 payload(await s.call_tool("node_ollama_url", {"node": "gpu-a"})),
-                payload(await s.call_tool("infra_list", {"node": "gpu-a"})))
+                await s.call_tool("infra_list", {"node": "gpu-a"}))
     status, models, nodes, eng, oll, infra = session(bridge, transport, "reader")(fn)
     assert set(status["routes"]) == {"eyes", "hands", "brain", "mouth"}
     ids = {m["id"]: m for m in models["models"]}
@@ -152,7 +151,7 @@ def test_read_tools(bridge, transport):
     assert by_node["gpu-a"]["engines"][0]["runtime"] == "vllm"
     assert eng["engines"][0]["url"].endswith("/v1")
     assert oll["url"] == "http://127.0.0.1:11434"
-    assert infra["allowlist"] == ["/etc/homelab/engine.env"] and infra["files"] is None
+    assert infra.is_error and "infra_list requires the hub" in text(infra)    # files come through the node agents
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -212,7 +211,7 @@ def test_bad_arguments_are_tool_errors_and_session_survives(bridge, transport):
         out = [await s.call_tool("drain_route", {"route": "nope"}),
                await s.call_tool("drain_route", {"route": "../x"}),
                await s.call_tool("drain_route", {}),
-               await s.call_tool("infra_read", {"node": "gpu-a", "path": "/etc/shadow"}),
+               await s.call_tool("infra_read", {"node": "gpu-a", "path": "/etc/homelab/../shadow"}),
                await s.call_tool("infra_read", {"node": "gpu-a", "path": "etc/x"}),
                await s.call_tool("node_ollama_url", {"node": "ghost"}),
                await s.call_tool("infra_read", {"node": "gpu-a", "path": "/etc/homelab/engine.env"}),
@@ -225,10 +224,10 @@ def test_bad_arguments_are_tool_errors_and_session_survives(bridge, transport):
     assert "unknown route 'nope'" in text(res[0])
     assert "route" in text(res[1]) and "pattern" in text(res[1]).lower()
     assert "route" in text(res[2]) and "required" in text(res[2]).lower()
-    assert "not in the infra allowlist" in text(res[3])
+    assert "must not contain '..'" in text(res[3])
     assert "path" in text(res[4])
     assert "unknown node 'ghost'" in text(res[5])
-    assert "requires a file-reading command in the hub's closed command list" in text(res[6])
+    assert "infra_read requires the hub" in text(res[6])
     assert "the catalog has no model 'qwen'" in text(res[7])
     assert "requires the hub (hub.enabled: true" in text(res[8]) and "eyes" in text(res[8])
     assert not res[-1].is_error

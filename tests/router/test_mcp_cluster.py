@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -24,6 +25,18 @@ from hub_rig import Rig, env  # noqa: E402
 GB = 1024 ** 3
 
 
+def _infra_tree(tmp) -> list:
+    """gpu-a's allowlist: etc-homelab/ (agent.json, a symlink leading out) and one file; outside/ is not in it."""
+    d, out = tmp / "etc-homelab", tmp / "outside"
+    d.mkdir()
+    out.mkdir()
+    (d / "agent.json").write_text('{"interval_s": 5}\n')
+    (out / "private.txt").write_text("not yours\n")
+    os.symlink(out / "private.txt", d / "escape")
+    (tmp / "Caddyfile").write_text(":443 {\n}\n")
+    return [str(d), str(tmp / "Caddyfile")]
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mcp-cluster")
@@ -36,8 +49,7 @@ def cluster(tmp_path_factory):
                                    "catalog": {"engine": "ollama", "residency": "on_demand", "vram_mb": 12 * 1024}}
         cfg["catalog"] = {"refresh_s": 0.2, "stale_s": 1.0}
         cfg["hub"]["agents"]["gpu-a"]["routes"] = ["eyes", "ollama"]
-        cfg["mcp"] = {"listen": {"host": "127.0.0.1", "port": mport},
-                      "infra_allowlist": {"gpu-a": ["/etc/hostname"]}}
+        cfg["mcp"] = {"listen": {"host": "127.0.0.1", "port": mport}}
 
     rig = None
     bridge = None
@@ -53,12 +65,13 @@ def cluster(tmp_path_factory):
             scopes.set_scopes(st.conn, app, sc)
         st.close()
         rig.start_router()
+        rig.infra_paths["gpu-a"] = _infra_tree(tmp)
         rig.start_agent("gpu-a")
         rig.wait(lambda: rig.node("gpu-a").get("gpus"), what="gpu-a's first heartbeat")
         bridge = subprocess.Popen([sys.executable, "-m", "router_app", "mcp", "--config", str(rig.cfg_path)],
                                   cwd=tmp, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _wait_http(f"http://127.0.0.1:{mport}/healthz", bridge, "bridge")
-        yield {"base": f"http://127.0.0.1:{mport}", "tokens": tokens, "rig": rig, "ollama": ollama}
+        yield {"base": f"http://127.0.0.1:{mport}", "tokens": tokens, "rig": rig, "ollama": ollama, "tmp": tmp}
     finally:
         if bridge is not None:
             bridge.terminate()
@@ -97,14 +110,32 @@ def test_model_list_shows_catalog_states(cluster):
     assert any(m["source"] in ("route", "alias") for m in out["models"])     # the routes' fixed models too
 
 
+def _set_used(cluster, used_mib: int) -> None:
+    """Rewrites the nvidia-smi double's CSV for gpu-a and waits until the hub has the new figure."""
+    rig = cluster["rig"]
+    csv = rig.tmp / "agent-gpu-a" / "gpus.csv"
+    fields = csv.read_text().strip().split(", ")
+    fields[4] = str(used_mib)
+    csv.write_text(", ".join(fields) + "\n")
+    rig.wait(lambda: rig.node("gpu-a")["gpus"][0]["memory_used_mib"] == used_mib, what=f"gpu-a at {used_mib} MiB")
+    time.sleep(0.5)                 # the catalog copies the hub's figures on its next refresh (refresh_s 0.2)
+
+
 def test_model_load_dry_run_then_load_and_unload_on_the_double(cluster):
     ollama = cluster["ollama"]
     before = len(ollama.calls)
-    dry = payload(call(cluster, "sse", "ops", "model_load", {"model": "qwen3:8b", "node": "gpu-a", "dry_run": True}))
-    assert dry["dry_run"] and dry["route"] == "ollama" and dry["state_now"] == "on_disk"
-    assert "POST /admin/models/load" in dry["would_do"]
-    assert not any(c[1] == "/api/generate" for c in ollama.calls[before:])     # a dry run loads nothing
-    done = payload(call(cluster, "streamable-http", "ops", "model_load", {"model": "qwen3:8b", "node": "gpu-a"}))
+    # gpu-a's agent reports 20100 of 24564 MiB used (eyes' pinned model): 5 GiB does not fit, by the agent's figures
+    full = call(cluster, "streamable-http", "ops", "model_load", {"model": "qwen3:8b", "node": "gpu-a"})
+    assert full.is_error and "no room" in text(full) and "qwen3:8b" not in ollama.running
+    _set_used(cluster, 9000)        # the card frees up: the next heartbeat tells the catalog
+    try:
+        dry = payload(call(cluster, "sse", "ops", "model_load", {"model": "qwen3:8b", "node": "gpu-a", "dry_run": True}))
+        assert dry["dry_run"] and dry["route"] == "ollama" and dry["state_now"] == "on_disk"
+        assert "POST /admin/models/load" in dry["would_do"]
+        assert not any(c[1] == "/api/generate" for c in ollama.calls[before:])     # a dry run loads nothing
+        done = payload(call(cluster, "streamable-http", "ops", "model_load", {"model": "qwen3:8b", "node": "gpu-a"}))
+    finally:
+        _set_used(cluster, 20100)
     assert done["route"] == "ollama" and done["state"] == "hot" and "qwen3:8b" in ollama.running
     states = {m["id"]: m for m in payload(call(cluster, "sse", "reader", "model_list", {}))["models"]}
     assert states["qwen3:8b"]["states"] == {"ollama": "hot"}
@@ -136,8 +167,74 @@ def test_recover_cuda_queues_a_command_and_a_read_key_is_refused(cluster):
     assert bad.is_error and "unknown node 'ghost'" in text(bad)
 
 
-def test_infra_read_stays_a_clear_tool_error(cluster):
-    res = call(cluster, "sse", "reader", "infra_read", {"node": "gpu-a", "path": "/etc/shadow"})
-    assert res.is_error and "not in the infra allowlist" in text(res)
-    res = call(cluster, "sse", "reader", "infra_read", {"node": "gpu-a", "path": "/etc/hostname"})
-    assert res.is_error and "file-reading command in the hub's closed command list" in text(res)
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+def test_infra_list_and_read_an_allowlisted_file_through_the_agent(cluster, transport):
+    tmp = cluster["tmp"]
+
+    async def fn(s):
+        return (await s.call_tool("infra_list", {"node": "gpu-a"}),
+                await s.call_tool("infra_list", {"node": "gpu-a", "path": str(tmp / "etc-homelab")}),
+                await s.call_tool("infra_read", {"node": "gpu-a", "path": str(tmp / "etc-homelab" / "agent.json")}),
+                await s.call_tool("infra_read", {"node": "gpu-a", "path": str(tmp / "Caddyfile"), "max_bytes": 3}))
+    allow, listing, read, short = [payload(r) for r in session(cluster, transport, "reader")(fn)]
+    assert allow["allowlist"] == [str(tmp / "etc-homelab"), str(tmp / "Caddyfile")]
+    entries = {e["path"].rsplit("/", 1)[1]: e for e in listing["entries"]}
+    assert entries["agent.json"]["type"] == "file" and entries["agent.json"]["size"] == 18
+    assert "symlink escape" in entries["escape"]["refused"]
+    assert read["content"] == '{"interval_s": 5}\n' and read["encoding"] == "utf-8" and read["truncated"] is False
+    assert read["size"] == 18 and read["mtime"] > 0 and read["command_id"].startswith("cmd_")
+    assert short["content"] == ":44" and short["truncated"] is True
+    cmd = cluster["rig"].command(read["command_id"])           # audited like every command
+    assert cmd["kind"] == "read_file" and cmd["status"] == "succeeded" and cmd["requested_by"].startswith("admin-key@")
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+def test_infra_read_refusals_are_clear_tool_errors(cluster, transport):
+    tmp = cluster["tmp"]
+
+    async def fn(s):
+        out = [await s.call_tool("infra_read", {"node": "gpu-a", "path": str(tmp / "outside" / "private.txt")}),
+               await s.call_tool("infra_read", {"node": "gpu-a", "path": str(tmp / "etc-homelab" / "escape")}),
+               await s.call_tool("infra_read", {"node": "gpu-a", "path": f"{tmp}/etc-homelab/../outside/private.txt"}),
+               await s.call_tool("infra_read", {"node": "gpu-a", "path": "etc/hostname"}),
+               await s.call_tool("infra_read", {"node": "gpu-a", "path": str(tmp / "Caddyfile"),
+                                                "max_bytes": 10 ** 6}),
+               await s.call_tool("infra_list", {"node": "gpu-b", "path": "/etc"}),
+               await s.call_tool("infra_list", {"node": "ghost"})]
+        out.append(await s.call_tool("infra_list", {"node": "gpu-a"}))      # the session still works
+        return out
+    res = session(cluster, transport, "reader")(fn)
+    assert all(r.is_error for r in res[:-1]) and not res[-1].is_error
+    assert "outside the infra allowlist of node gpu-a" in text(res[0])
+    assert "refused by the node agent" in text(res[1]) and "symlink escape" in text(res[1])
+    assert "must not contain '..'" in text(res[2])
+    assert "path" in text(res[3]) and "pattern" in text(res[3]).lower()
+    assert "max_bytes" in text(res[4])
+    assert "gpu-b is offline" in text(res[5])
+    assert "unknown node 'ghost'" in text(res[6])
+    assert "not yours" not in "".join(text(r) for r in res)
+
+
+def test_infra_read_times_out_clearly(cluster, monkeypatch):
+    """The agent is stopped after its last heartbeat: the hub still thinks it online, the command waits, the tool
+    gives up after its bound (shortened here) with the command id."""
+    import asyncio
+
+    from router_app.mcpbridge import cluster as ops
+    from router_app.mcpbridge.services import Services
+    rig = cluster["rig"]
+    rig.stop_agent("gpu-a")
+    try:
+        svc = Services(str(rig.cfg_path), admin_key="hub-test-admin-key")
+
+        async def go():
+            try:
+                return await svc.hub_file("gpu-a", "read_file", {"path": str(cluster["tmp"] / "Caddyfile")},
+                                          wait_s=0.5)
+            finally:
+                await svc.close()
+        with pytest.raises(ops.ServiceError, match=r"timed out after 0.5 s waiting for gpu-a's agent .*command cmd_"):
+            asyncio.run(go())
+    finally:
+        rig.start_agent("gpu-a")
+        rig.wait(lambda: rig.node("gpu-a")["state"] == "healthy", what="gpu-a back")

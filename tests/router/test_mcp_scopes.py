@@ -58,11 +58,11 @@ def test_scopes_cli_and_verifier(tmp_path, capsys):
 
 
 def test_mcp_section_errors_name_the_key(tmp_path):
-    cfg = make_cfg(tmp_path, mcp={"listen": {"port": 0}, "infra_allowlist": {"n1": ["etc/../x"]}, "bogus": 1})
+    cfg = make_cfg(tmp_path, mcp={"listen": {"port": 0}, "allowed_hosts": "x", "bogus": 1})
     with pytest.raises(BridgeConfigInvalid) as e:
         bridge_settings(cfg)
     paths = {err.path for err in e.value.errors}
-    assert {"mcp.listen.port", "mcp.bogus", "mcp.infra_allowlist"} <= paths
+    assert {"mcp.listen.port", "mcp.bogus", "mcp.allowed_hosts"} <= paths
     assert bridge_settings(make_cfg(tmp_path)).listen.port == 8092
 
 
@@ -71,5 +71,5 @@ def test_check_config_reports_the_mcp_section(tmp_path, capsys):
     cfg = make_cfg(tmp_path, mcp={"listen": {"port": 70000}})
     assert main(["check-config", cfg.source_path]) == 1
     assert "mcp.listen.port" in capsys.readouterr().out
-    ok = make_cfg(tmp_path, mcp={"infra_allowlist": {"n1": ["/etc/x"]}})
+    ok = make_cfg(tmp_path, mcp={"allowed_hosts": ["gw.lan:8092"]})
     assert main(["check-config", ok.source_path]) == 0

@@ -53,11 +53,12 @@ def test_hooks_are_called_once_they_exist(tmp_path):
 
     route = next(iter(BASE["routes"]))
     host = BASE["routes"][route]["url"].split("//")[1].split(":")[0]
-    svc = _services(tmp_path, Hooks(infra_read=read, model_load=load, recover_cuda=recover),
-                    infra_allowlist={host: ["/etc/a"]})
+    svc = _services(tmp_path, Hooks(infra_read=read, model_load=load, recover_cuda=recover))
     assert run(svc.infra_read(host, "/etc/a", 10))["content"] == "x"
-    with pytest.raises(ServiceError, match="not in the infra allowlist"):
+    with pytest.raises(ServiceError, match="must not contain '..'"):
         run(svc.infra_read(host, "/etc/a/../shadow", 10))         # refused before any agent is asked
+    with pytest.raises(ServiceError, match="not normalized"):
+        run(svc.infra_list(host, "/etc//a"))
     assert run(svc.model_load("m", None, True)) == {"dry_run": True}
     with pytest.raises(ServiceError, match="did not answer GET /admin/catalog"):
         run(svc.model_load("m", None, True, unload=True))        # no unload hook: the admin API (down here)
