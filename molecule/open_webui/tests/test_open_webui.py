@@ -112,4 +112,6 @@ def test_installed_offline_from_the_wheelhouse_without_torch(host):
     assert host.check_output(f"{pip} show open-webui | sed -n 's/^Version: //p'") == "0.12.4"
     assert host.run(f"{pip} show torch").rc != 0
     assert host.run(f"{pip} show sentence-transformers").rc != 0
-    assert host.run(f"{pip} check").rc == 0, host.run(f"{pip} check").stdout
+    # the curated set is consistent; only open-webui's own left-out extras (installed --no-deps) are missing
+    problems = [line for line in host.run(f"{pip} check").stdout.splitlines() if not line.startswith("open-webui ")]
+    assert problems == [], problems
