@@ -31,6 +31,11 @@ trap 'rm -rf "$work"' EXIT
 # pip wheel: binary wheels are downloaded as they are; an sdist-only pin is built into a wheel here, once.
 "$python" -m pip wheel -q --wheel-dir "$work/wheels" -r "$req" >&2
 "$python" -m pip wheel -q --no-deps --wheel-dir "$work/wheels" "open-webui==$version" >&2
+# Pins behind an environment marker this Python does not meet may still apply on the target (async-timeout below
+# CPython 3.11.3: Debian 12 has 3.11.2): their wheels go in too; pip on the target evaluates the markers itself.
+sed -n 's/^\([A-Za-z0-9_.-]*==[^ ;]*\) *;.*/\1/p' "$req" | while read -r spec; do
+  "$python" -m pip wheel -q --no-deps --wheel-dir "$work/wheels" "$spec" >&2
+done
 # Deterministic archive: sorted names, fixed owner and mtime, so an unchanged wheelhouse is byte-identical and
 # the role's copy stays unchanged (idempotence).
 (cd "$work/wheels" && find . -maxdepth 1 -name '*.whl' -printf '%P\n' | LC_ALL=C sort |
