@@ -51,7 +51,8 @@ def test_unit_hardening(host):
     assert props["ProtectHome"] == "yes"
     assert props["Restart"] == "on-failure"
     assert props["ReadWritePaths"].split() == ["/var/lib/open-webui"]
-    assert props["EnvironmentFiles"].startswith("/etc/open-webui/open-webui.env")
+    assert "/etc/open-webui/open-webui.env" in props["EnvironmentFiles"]
+    assert "/etc/open-webui/secret.env" in props["EnvironmentFiles"]
 
 
 def test_data_dir_and_secret_files(host):
@@ -61,10 +62,10 @@ def test_data_dir_and_secret_files(host):
     assert db.exists and db.user == "open-webui", "Open WebUI keeps its database in the data directory"
     etc = host.file("/etc/open-webui")
     assert etc.user == "root" and etc.group == "open-webui" and etc.mode == 0o750
-    for path in ("/etc/open-webui/open-webui.env", "/etc/open-webui/secret-key"):
+    for path in ("/etc/open-webui/open-webui.env", "/etc/open-webui/secret.env"):
         f = host.file(path)
         assert f.user == "root" and f.group == "root" and f.mode == 0o600, path
-    assert len(host.file("/etc/open-webui/secret-key").content_string.strip()) >= 48
+    assert len(host.file("/etc/open-webui/secret.env").content_string.strip().split("=", 1)[1]) >= 48
     venv = host.file("/opt/open-webui/venv")
     assert venv.user == "root", "the code is not writable by the service"
 
@@ -80,12 +81,12 @@ def test_environment_one_router_connection_config_from_inventory(env):
     assert env["AIOHTTP_CLIENT_TIMEOUT_MODEL_LIST"] == "5"
     assert env["WEBUI_URL"] == "https://chat.molecule.test"
     assert not any(k.startswith("OLLAMA_BASE_URL") for k in env)
-    assert "WEBUI_SECRET_KEY" not in env, "the session key comes from the credential, not the env file"
+    assert "WEBUI_SECRET_KEY" not in env, "the session key is in its own file, made on the host"
 
 
 def test_secrets_never_on_the_command_line(host, pid):
     cmdline = host.file(f"/proc/{pid}/cmdline").content_string
-    secret = host.file("/etc/open-webui/secret-key").content_string.strip()
+    secret = host.file("/etc/open-webui/secret.env").content_string.strip().split("=", 1)[1]
     assert "open-webui" in cmdline and KEY not in cmdline and secret not in cmdline
 
 
