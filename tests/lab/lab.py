@@ -416,9 +416,9 @@ def phase_secrets(lab: Lab) -> Path:
         "vault_vision_notifier_ingest_token": (current.get("vault_vision_notifier_ingest_token")
                                                or secrets.token_urlsafe(24)),
     }
-    # Open WebUI's router key is made by the gateway's router after the first converge (lab_open_webui.py): kept.
-    if current.get("vault_open_webui_router_api_key"):
-        want["vault_open_webui_router_api_key"] = current["vault_open_webui_router_api_key"]
+    # Open WebUI's router key is made by the gateway's router after the first converge (lab_open_webui.py): kept;
+    # empty (but defined, as the example's vault placeholder is) until then.
+    want["vault_open_webui_router_api_key"] = current.get("vault_open_webui_router_api_key") or ""
     for route in routes:
         want["vault_engine_api_keys"].setdefault(route, secrets.token_urlsafe(24))
     if want != current:
