@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The local lab: the whole homelab-ai stack on one machine, in podman containers.
 
-    lab.py up      # image, network, hosts, models, secrets, engine binary, site.yml, API key, Open WebUI's key
+    lab.py up      # image, network, hosts, models, secrets, engine binary, site.yml, API key
     lab.py down    # remove what `up` created (containers, network, .lab/); keep image and caches
     lab.py status  # containers and the endpoint
     lab.py info    # print the endpoint, key, CA and examples again
@@ -32,9 +32,6 @@ import ssl
 from pathlib import Path
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lab_open_webui  # noqa: E402  (tests/lab/lab_open_webui.py: Open WebUI's wheelhouse and router key)
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORIES = [REPO / "inventory" / "example", REPO / "inventory" / "lab"]
@@ -416,9 +413,6 @@ def phase_secrets(lab: Lab) -> Path:
         "vault_vision_notifier_ingest_token": (current.get("vault_vision_notifier_ingest_token")
                                                or secrets.token_urlsafe(24)),
     }
-    # Open WebUI's router key is made by the gateway's router after the first converge (lab_open_webui.py): kept;
-    # empty (but defined, as the example's vault placeholder is) until then.
-    want["vault_open_webui_router_api_key"] = current.get("vault_open_webui_router_api_key") or ""
     for route in routes:
         want["vault_engine_api_keys"].setdefault(route, secrets.token_urlsafe(24))
     if want != current:
@@ -668,10 +662,8 @@ def cmd_up(args) -> int:
     secrets_file = phase_secrets(lab)
     phase_services(lab, secrets_file)
     phase_engine_binary(lab)
-    owui_args = lab_open_webui.converge_args(sys.modules[__name__], lab, secrets_file)
-    recap = phase_converge(lab, secrets_file, [*args.ansible_args, *owui_args])
+    recap = phase_converge(lab, secrets_file, args.ansible_args)
     key = phase_access(lab)
-    recap = lab_open_webui.phase(sys.modules[__name__], lab, secrets_file, args.ansible_args, recap)
     changed = sum(c.get("changed", 0) for c in recap.values())
     log("done", "ok", f"lab up, site.yml changed={changed}", time.monotonic() - t0)
     (STATE / "last-up.json").write_text(json.dumps(
