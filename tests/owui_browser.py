@@ -1,5 +1,5 @@
-"""Driving the real Open WebUI in Debian's headless Chromium (Selenium), shared by the loopback browser test
-(tests/router/test_open_webui_browser.py) and the lab's (tests/lab/test_lab_open_webui.py): the browser, the
+"""Driving the real Open WebUI in Debian's headless Chromium (Selenium), used by the loopback browser test
+(tests/router/test_open_webui_browser.py) and shareable with a lab one: the browser, the
 onboarding (first account = admin), the model picker, sending a prompt and reading the answer, the ledger rows.
 
 The page is found by the ids and labels of the pinned release (0.12.4): #chat-input, #send-message-button,
