@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # System packages the tests and the lab need (Debian/Ubuntu names).
 APT_PACKAGES := podman runc debootstrap uidmap slirp4netns fuse-overlayfs iproute2 jq \
                 build-essential cmake ninja-build git curl python3-venv ca-certificates wrk \
-                chromium chromium-driver mosquitto
+                chromium chromium-driver libnss3-tools mosquitto
 
 .PHONY: help deps venv image image-debian image-noble test test-fast lint bench bench-catalog bench-hub lab lab-down
 

@@ -90,7 +90,7 @@ ROLE_KEYS: dict[str, tuple[str, ...]] = {
 SOURCE_KEYS = ("homelab_mac", "vault_router_admin_key", "vault_netdata_stream_api_key", "vault_opnsense_api_key",
                "vault_opnsense_api_secret", "vault_proxmox_token_id", "vault_proxmox_token_secret",
                "vault_mosquitto_passwords", "vault_vision_notifier_ingest_token", "homelab_client_cidrs",
-               "router_listen_port")
+               "router_listen_port", "open_webui_enabled")
 ALL_KEYS = tuple(k for keys in ROLE_KEYS.values() for k in keys) + SOURCE_KEYS
 
 RUNTIME_ROLES = ("vllm", "ollama", "llama_server", "lmstudio")

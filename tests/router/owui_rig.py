@@ -1,10 +1,9 @@
 """The real Open WebUI (from the cached venv, tests/tools/build_open_webui_venv.sh) wired to a real homelab-router,
-with the environment roles/open_webui writes, and Debian's headless Chromium driven by Selenium."""
+with the environment roles/open_webui writes. The browser side is tests/owui_browser.py."""
 from __future__ import annotations
 
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import time
@@ -89,19 +88,3 @@ class OpenWebUI:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
 
-
-def chromium(tmp: pathlib.Path):
-    """Debian's chromium + chromium-driver (apt), headless; Selenium's own browser download is never used."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    browser = shutil.which("chromium")
-    driver = shutil.which("chromedriver")
-    if not browser or not driver:
-        raise RuntimeError("chromium/chromedriver missing: run `make deps` (apt-get install chromium chromium-driver)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860",
-              "--disable-gpu", f"--user-data-dir={tmp / 'chromium-profile'}"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)

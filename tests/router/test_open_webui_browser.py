@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 
@@ -16,15 +15,13 @@ import pytest
 import yaml
 from conftest import ROOT, RouterServer, rig_config
 from engine import free_port
-from owui_rig import OpenWebUI, chromium, open_webui_bin, owui_env
+from owui_browser import (ADMIN, LEDGER_SQL, ROUTER_503, assistant_text, body_text, chromium, create_admin, css,
+                          pick_model, send, token, wait)
+from owui_rig import OpenWebUI, open_webui_bin, owui_env
 
 from router_app.access.store import Store
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
-
-ROUTER_503 = re.compile(r"route '\w+' (?:is unavailable|failed \(\w+\)) and no fallback can take this request")
-ADMIN = {"name": "Household Admin", "email": "admin@home.arpa", "password": "correct-horse-battery"}
-
 
 @pytest.fixture(scope="module")
 def owui_bin():
@@ -47,7 +44,7 @@ def stack(engines, tmp_path, owui_bin):
     data.mkdir()
     ui = OpenWebUI(owui_bin, free_port(), owui_env(data, router.url, key), tmp_path / "open-webui.log").start()
     driver = chromium(tmp_path)
-    driver.implicitly_wait(0)
+    driver.implicitlywait(0)
     yield router, ui, driver, store, engines
     driver.quit()
     ui.stop()
@@ -55,117 +52,24 @@ def stack(engines, tmp_path, owui_bin):
     store.close()
 
 
-def _wait(driver, pred, timeout=30, what="condition"):
-    from selenium.common.exceptions import WebDriverException
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            v = pred(driver)
-            if v:
-                return v
-        except WebDriverException:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; page text: {driver.find_element('tag name', 'body').text[:800]}")
-
-
-def _css(driver, sel):
-    from selenium.common.exceptions import StaleElementReferenceException
-    try:
-        els = [e for e in driver.find_elements("css selector", sel) if e.is_displayed()]
-    except StaleElementReferenceException:   # the page re-rendered under us: the caller looks again
-        return None
-    return els[0] if els else None
-
-
-def _button(driver, *labels):
-    from selenium.common.exceptions import StaleElementReferenceException
-    try:
-        for b in driver.find_elements("css selector", "button"):
-            if b.is_displayed() and b.text.strip() in labels:
-                return b
-    except StaleElementReferenceException:
-        return None
-    return None
-
-
-def create_admin(driver, ui):
-    start = None
-    for attempt in range(3):   # on a loaded machine the app's first render can miss a load event: load it again
-        driver.get(ui.url + "/auth")
-        try:
-            start = _wait(driver, lambda d: _button(d, "Get started", "Get Started") or _css(d, "input[type=email]"),
-                          60, "the onboarding page")
-            break
-        except AssertionError:
-            if attempt == 2:
-                raise
-    if start.tag_name == "button":
-        start.click()
-    _wait(driver, lambda d: _css(d, "input[type=email]"), 30, "the sign-up form")
-    name = _wait(driver, lambda d: _css(d, "input[autocomplete=name]") or _css(d, "input[name=name]"), 10, "name")
-    name.send_keys(ADMIN["name"])
-    _css(driver, "input[type=email]").send_keys(ADMIN["email"])
-    _css(driver, "input[type=password]").send_keys(ADMIN["password"])
-    _css(driver, "input[type=password]").submit()
-    for attempt in range(3):   # a JS chunk that timed out on a loaded machine shows SvelteKit's "500": load again
-        try:
-            _wait(driver, lambda d: _css(d, "#chat-input"), 45, "the chat page after sign-up")
-            break
-        except AssertionError:
-            if attempt == 2:
-                raise
-            driver.get(ui.url + "/")
-    from selenium.common.exceptions import WebDriverException
-    for _ in range(3):   # a release-notes / welcome dialog may cover the page
-        b = _button(driver, "Okay, Let's Go!", "Close")
-        if b:
-            try:
-                b.click()
-            except WebDriverException:
-                pass
-
-
-def pick_model(driver, model):
-    _wait(driver, lambda d: _css(d, "#model-selector-model-button"), 30, "the model picker").click()
-    search = _wait(driver, lambda d: _css(d, "#model-search-input"), 10, "the model search box")
-    search.send_keys(model)
-    _wait(driver, lambda d: _css(d, f'[aria-label="Select {model} model"]'), 10, f"{model} in the list").click()
-    _wait(driver, lambda d: model == _css(d, "#model-selector-model-button").text.strip(), 10, f"{model} picked")
-
-
-def send(driver, text):
-    box = _wait(driver, lambda d: _css(d, "#chat-input"), 30, "the message box")
-    box.click()
-    box.send_keys(text)
-    btn = _wait(driver, lambda d: _css(d, "#send-message-button"), 10, "the send button")
-    btn.click()
-
-
-def assistant_text(driver) -> str:
-    els = driver.find_elements("css selector", "#response-content-container")
-    return els[-1].text if els else ""
-
-
 def ledger(store_path):
     c = sqlite3.connect(store_path)
     try:
-        return c.execute("SELECT app, route, end_user, status FROM usage ORDER BY ts").fetchall()
+        return c.execute(LEDGER_SQL).fetchall()
     finally:
         c.close()
 
 
 def test_chat_through_the_router_in_chromium(stack, tmp_path):
     router, ui, driver, store, engines = stack
-    create_admin(driver, ui)
+    create_admin(driver, ui.url)
     models = httpx.get(ui.url + "/api/models", timeout=10,
-                       headers={"Authorization": "Bearer " + driver.execute_script(
-                           "return localStorage.token")}).json()
+                       headers={"Authorization": "Bearer " + token(driver)}).json()
     assert "homelab/auto" in [m["id"] for m in models["data"]]
-    assert _css(driver, "#model-selector-model-button").text.strip() == "homelab/chat"   # the preselected one
+    assert css(driver, "#model-selector-model-button").text.strip() == "homelab/chat"   # the preselected one
     pick_model(driver, "homelab/auto")
     send(driver, "tell me about the weather")
-    _wait(driver, lambda d: "mouth-2" in assistant_text(d), 60, "the streamed answer")
+    wait(driver, lambda d: "mouth-2" in assistant_text(d), 60, "the streamed answer")
     assert assistant_text(driver).split() == ["mouth-0", "mouth-1", "mouth-2"]
     assert any(b.get("stream") is True for b in engines["mouth"].requests), "Open WebUI streamed the answer"
     router.sync()
@@ -181,7 +85,7 @@ def test_chat_through_the_router_in_chromium(stack, tmp_path):
         router.flush_logs()
         lines = (tmp_path / "logs" / "router-decisions.jsonl").read_text().splitlines()
         return [d for d in map(json.loads, lines) if d.get("bucket") == "ui_housekeeping"]
-    _wait(driver, lambda d: housekeeping(), 60, "a housekeeping call from Open WebUI")
+    wait(driver, lambda d: housekeeping(), 60, "a housekeeping call from Open WebUI")
     decisions = [json.loads(x) for x in (tmp_path / "logs" / "router-decisions.jsonl").read_text().splitlines()]
     answer = [d for d in decisions if d.get("stream")]
     assert answer and answer[0]["bucket"] == "general_chat" and answer[0]["reason"] == "bucket_match", answer
@@ -197,11 +101,11 @@ def test_chat_through_the_router_in_chromium(stack, tmp_path):
         e.stop()
     t0 = time.time()
     send(driver, "tell me about the garden")
-    _wait(driver, lambda d: "no fallback can take this request" in d.find_element("tag name", "body").text, 30,
+    wait(driver, lambda d: "no fallback can take this request" in body_text(d), 30,
           "the router's error")
     assert time.time() - t0 < 30
     # the router's own 503 message (its wording; the first call finds the route dead, later ones find it marked down)
-    shown = ROUTER_503.search(driver.find_element("tag name", "body").text)
+    shown = ROUTER_503.search(body_text(driver))
     assert shown, "the router's 503 message is shown as it is"
     direct = httpx.post(router.url + "/v1/chat/completions", timeout=30,
                         headers={"Authorization": "Bearer " + ui.env["OPENAI_API_KEYS"]},
@@ -218,6 +122,6 @@ def test_chat_through_the_router_in_chromium(stack, tmp_path):
     ui.stop()
     ui.start()
     driver.get(chat_url)          # same session: the signing key is the same across restarts, as the role keeps it
-    _wait(driver, lambda d: "mouth-0 mouth-1 mouth-2" in d.find_element("tag name", "body").text, 90,
+    wait(driver, lambda d: "mouth-0 mouth-1 mouth-2" in body_text(d), 90,
           "the chat history after the restart")
-    assert "tell me about the weather" in driver.find_element("tag name", "body").text
+    assert "tell me about the weather" in body_text(driver)
