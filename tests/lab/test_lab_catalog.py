@@ -254,3 +254,30 @@ def test_node_down_is_503_do_not_retry(lab, http, client, catalogued):
         assert r.headers["x-should-retry"] == "false", dict(r.headers)
     # stopped_engine's exit waited for hands to answer coding traffic again (which loaded its own model)
     assert router_states(lab)[OWN] == "hot"
+
+
+# ------------------------------------------------------------------------------------------------ MCP (issue 15)
+def test_mcp_loads_and_unloads_a_model_on_the_router_mode_node(lab, catalogued):
+    """Issue 15 in the lab: an MCP client (the official SDK, through Caddy's TLS at /mcp) with an admin-scoped key
+    loads a model on the router-mode node, sees it hot in model_list, and unloads it; a dry run loads nothing."""
+    from test_lab_control_plane import _mcp
+    cli, cfg = labmod.router_cli(lab["lab"]), labmod.router_config_path(lab["lab"])
+    key = labmod.create_key(lab["lab"], "lab-mcp-catalog")
+    labmod.run([*cli, "keys", "scopes", "--config", cfg, "lab-mcp-catalog", "--set", "admin"])
+    cold(lab)
+
+    async def calls(s):
+        return [await s.call_tool("model_load", {"model": "tiny-beta", "node": "ubuntu-6000", "dry_run": True}),
+                await s.call_tool("model_load", {"model": "tiny-beta", "node": "ubuntu-6000"}),
+                await s.call_tool("model_list", {}),
+                await s.call_tool("model_unload", {"model": "tiny-beta"})]
+    dry, load, listing, unload = _mcp(lab, key, calls)
+    for name, res in (("dry run", dry), ("load", load), ("model_list", listing), ("unload", unload)):
+        assert not res.is_error, f"{name}: {res.content[0].text}"
+    assert json.loads(dry.content[0].text)["dry_run"] is True
+    loaded = json.loads(load.content[0].text)
+    assert loaded["route"] == ROUTE and loaded["state"] == "hot", loaded
+    states = {m["id"]: m for m in json.loads(listing.content[0].text)["models"]}
+    assert states["tiny-beta"]["states"].get(ROUTE) == "hot", states.get("tiny-beta")
+    assert json.loads(unload.content[0].text)["unloaded_from"] == [ROUTE]
+    assert router_states(lab)["tiny-beta"] not in RESIDENT, router_states(lab)
