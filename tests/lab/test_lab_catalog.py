@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 
 import pytest
 
 import homelab_labctl as labmod  # tests/lab/lab.py, loaded by conftest.py
+from test_lab_control_plane import _mcp, admin, trust  # the admin API on the gateway's loopback; MCP
 from test_lab_e2e import CODING, ROUTE_HEADER, chat, engine_container, stopped_engine, wait_until
 
 podman_exec = labmod.podman_exec
@@ -36,29 +36,6 @@ REASON = "x-homelab-reason"
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def trust(lab) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(lab["ca"]))
-
-
-def _admin_key() -> str:
-    import yaml
-    return yaml.safe_load((labmod.STATE / "secrets.yml").read_text())["vault_router_admin_key"]
-
-
-def admin(lab, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    """The router's admin API on the gateway's loopback (as tests/lab/test_lab_control_plane.py calls it)."""
-    argv = ["curl", "-sS", "-o", "/dev/stdout", "-w", "\n%{http_code}", "-X", method,
-            "-H", f"Authorization: Bearer {_admin_key()}", f"http://127.0.0.1:4000{path}"]
-    if body is not None:
-        argv[-1:-1] = ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
-    out = podman_exec(lab["lab"].container(lab["lab"].gateway), *argv).stdout
-    text, _, code = out.rpartition("\n")
-    try:
-        return int(code), (json.loads(text) if text.strip() else {})
-    except ValueError as exc:
-        raise AssertionError(f"{method} {path}: not JSON ({exc}): {text[:500]!r}") from None
-
-
 def router_states(lab) -> dict:
     """model -> state on hands, as the router's registry has it."""
     code, body = admin(lab, "GET", "/admin/catalog")
@@ -260,7 +237,6 @@ def test_node_down_is_503_do_not_retry(lab, http, client, catalogued):
 def test_mcp_loads_and_unloads_a_model_on_the_router_mode_node(lab, catalogued):
     """Issue 15 in the lab: an MCP client (the official SDK, through Caddy's TLS at /mcp) with an admin-scoped key
     loads a model on the router-mode node, sees it hot in model_list, and unloads it; a dry run loads nothing."""
-    from test_lab_control_plane import _mcp
     cli, cfg = labmod.router_cli(lab["lab"]), labmod.router_config_path(lab["lab"])
     key = labmod.create_key(lab["lab"], "lab-mcp-catalog")
     labmod.run([*cli, "keys", "scopes", "--config", cfg, "lab-mcp-catalog", "--set", "admin"])

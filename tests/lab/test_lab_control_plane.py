@@ -44,7 +44,10 @@ def admin(lab, method: str, path: str, body: dict | None = None) -> tuple[int, d
         argv[-1:-1] = ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
     out = podman_exec(lab["lab"].container(lab["lab"].gateway), *argv).stdout
     text, _, code = out.rpartition("\n")
-    return int(code), (json.loads(text) if text.strip() else {})
+    try:
+        return int(code), (json.loads(text) if text.strip() else {})
+    except ValueError as exc:
+        raise AssertionError(f"{method} {path}: not JSON ({exc}): {text[:500]!r}") from None
 
 
 def _nodes(lab) -> dict:
