@@ -79,9 +79,10 @@ def idle_evictions(node: NodeView, idle_ttl_s: float, now: float) -> list:
 
 
 def place(model: str, nodes: Iterable[NodeView], stale_s: float, now: float, need_mb: int = 0,
-          allowed: Optional[frozenset] = None, full: bool = False) -> Placement:
+          allowed: Optional[frozenset] = None, full: bool = False, ignore_drain: bool = False) -> Placement:
     """Scores every node that has the model; plans evictions lazily, best candidate first, until one can make room
-    (`full`: for every candidate, as `explain` shows them)."""
+    (`full`: for every candidate, as `explain` shows them; `ignore_drain`: the route was already chosen, and a drain
+    only stops auto-routing, so a pin to a drained route still gets its model loaded)."""
     p = Placement(model)
     scored = []
     for n in nodes:
@@ -95,7 +96,7 @@ def place(model: str, nodes: Iterable[NodeView], stale_s: float, now: float, nee
         if not n.healthy:
             p.rejected.append({"route": n.route, "why": "down"})
             continue
-        if n.drained:
+        if n.drained and not ignore_drain:
             p.rejected.append({"route": n.route, "why": "drained"})
             continue
         state = info.state

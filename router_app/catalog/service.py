@@ -147,7 +147,8 @@ class CatalogService:
         for n in nodes:
             n.group_busy = self._group_busy(n.route)
             self._apply_ledger(n, wall)
-        return place(model, nodes, self.settings.stale_s, time.monotonic(), allowed=allowed, full=full)
+        return place(model, nodes, self.settings.stale_s, time.monotonic(), allowed=allowed, full=full,
+                     ignore_drain=only is not None)
 
     def _group_busy(self, route: str) -> bool:
         c = self.registry.catalog_cfg(route)

@@ -57,6 +57,14 @@ def test_placement_prefers_hot_then_least_loaded_and_explains_rejections():
     assert place("m", [pin], 5, 0.0).choice is None
 
 
+def test_a_drain_stops_placement_but_not_a_route_already_chosen():
+    drained = _node("hands", {"m": (ON_DISK, 100)}, drained=True)
+    p = place("m", [drained], 5, 0.0)
+    assert p.choice is None and p.rejected == [{"route": "hands", "why": "drained"}]
+    # a pin to the drained route (forward() lets pins through a drain): its model is still loaded there
+    assert place("m", [drained], 5, 0.0, ignore_drain=True).choice == "hands"
+
+
 def test_big_model_goes_to_the_node_with_room():
     small = _node("small", {"big": (ON_DISK, 40000)}, vram_mb=24000)
     large = _node("large", {"big": (ON_DISK, 40000), "x": (HOT, 30000)}, vram_mb=80000)
