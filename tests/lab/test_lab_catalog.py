@@ -25,7 +25,7 @@ from test_lab_e2e import CODING, ROUTE_HEADER, chat, engine_container, stopped_e
 
 podman_exec = labmod.podman_exec
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.xdist_group("lab"), pytest.mark.timeout(1800)]
 
 ROUTE = "hands"
 OWN = "glm-4.5-air-awq"                 # the route's own model (served_name; <served_name>.gguf in router mode)

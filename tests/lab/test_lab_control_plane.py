@@ -24,7 +24,7 @@ from test_lab_e2e import CODING, ROUTE_HEADER, chat, engine_container, engine_un
 
 podman_exec = labmod.podman_exec
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.xdist_group("lab"), pytest.mark.timeout(1800)]
 
 
 def trust(lab) -> ssl.SSLContext:

@@ -18,7 +18,7 @@ import homelab_labctl as labmod  # tests/lab/lab.py, loaded by conftest.py
 
 podman_exec = labmod.podman_exec
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.xdist_group("lab"), pytest.mark.timeout(3600)]
 
 ROUTE_HEADER = "x-homelab-route"
 

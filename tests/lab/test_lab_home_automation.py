@@ -20,7 +20,7 @@ import yaml
 import homelab_labctl as labmod  # tests/lab/lab.py, loaded by conftest.py
 from test_lab_e2e import stopped_engine, wait_until
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.xdist_group("lab")]
 JPEG = "/tmp/lab-camera.jpg"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import homelab_labctl as labmod  # tests/lab/lab.py, loaded by conftest.py
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.xdist_group("lab"), pytest.mark.timeout(1800)]
 
 PROBE = ("import socket,sys\n"
          "s=socket.socket(); s.settimeout(float(sys.argv[3]))\n"

@@ -14,7 +14,7 @@ import yaml
 
 import homelab_labctl as labmod  # tests/lab/lab.py, loaded by conftest.py
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.xdist_group("lab"), pytest.mark.timeout(2400)]
 
 REPO = labmod.REPO
 NODE, ROUTE = "ubuntu-3090", "spare"

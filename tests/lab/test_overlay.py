@@ -16,6 +16,8 @@ sys.path.insert(0, str(HERE))
 
 from overlay_allowlist import overlay_violations  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group("lab")   # make test: with the lab's tests, on one worker (tests/conftest.py)
+
 INVENTORY = Path(sys.executable).with_name("ansible-inventory")
 
 
