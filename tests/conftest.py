@@ -57,8 +57,8 @@ def _rank(item: pytest.Item) -> int:
     return 3
 
 
-# The lab modules carry `pytest.mark.xdist_group("lab")` in their own pytestmark: pytest-xdist reads the mark in
-# its collection hook, which runs before this one, so a mark added here would come too late (two labs racing).
+# The lab modules carry `pytest.mark.xdist_group("lab")` in their own pytestmark (xdist reads the mark in
+# its collection hook, which runs before this one). pytest is pinned below 9 for loadgroup (pyproject.toml).
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=_rank)  # stable: keeps the file order inside each rank
 

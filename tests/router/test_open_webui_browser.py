@@ -44,7 +44,7 @@ def stack(engines, tmp_path, owui_bin):
     data.mkdir()
     ui = OpenWebUI(owui_bin, free_port(), owui_env(data, router.url, key), tmp_path / "open-webui.log").start()
     driver = chromium(tmp_path)
-    driver.implicitlywait(0)
+    driver.implicitly_wait(0)
     yield router, ui, driver, store, engines
     driver.quit()
     ui.stop()
