@@ -87,7 +87,11 @@ def wait_until(predicate, timeout=60.0, interval=0.5, what="condition"):
 
 class stopped_engine:
     """Stop a route's engine (systemctl stop inside its container), start it again on exit,
-    and wait until the router sees it healthy again."""
+    and wait until the router sees it healthy again.
+
+    The node's gpu_watchdog timer (roles/gpu_watchdog: a dead engine is restarted within its 1 min interval) is
+    held meanwhile: otherwise it may bring the engine back before the router's probe has seen it down, and a test
+    waiting for "down" waits forever (CI found this under load)."""
 
     def __init__(self, lab, client, route: str):
         self.lab, self.client, self.route = lab, client, route
@@ -95,11 +99,13 @@ class stopped_engine:
         self.unit = engine_unit(lab, route)
 
     def __enter__(self):
+        podman_exec(self.container, "systemctl", "stop", "gpu-watchdog.timer", check=False)
         podman_exec(self.container, "systemctl", "stop", self.unit)
         return self
 
     def __exit__(self, *exc):
         podman_exec(self.container, "systemctl", "start", self.unit)
+        podman_exec(self.container, "systemctl", "start", "gpu-watchdog.timer", check=False)
         port = next(e["port"] for e in self.lab["lab"].hostvars[_host_of(self.lab, self.route)]["engines"]
                     if e["route"] == self.route)
         wait_until(lambda: podman_exec(self.container, "curl", "-fsS", "-o", "/dev/null",

@@ -47,7 +47,8 @@ def cluster(tmp_path_factory):
         cfg["routes"]["ollama"] = {"url": ollama.url + "/v1", "model": "llama3.2:3b", "max_concurrency": 2,
                                    "terminal": True, "queue_timeout_s": 2, "first_byte_timeout_s": 5,
                                    "catalog": {"engine": "ollama", "residency": "on_demand", "vram_mb": 12 * 1024}}
-        cfg["catalog"] = {"refresh_s": 0.2, "stale_s": 1.0}
+        # stale_s well above the agent's 1 s heartbeat: a slow box must not see the card figures lapse between beats
+        cfg["catalog"] = {"refresh_s": 0.2, "stale_s": 10.0}
         cfg["hub"]["agents"]["gpu-a"]["routes"] = ["eyes", "ollama"]
         cfg["mcp"] = {"listen": {"host": "127.0.0.1", "port": mport}}
 
@@ -68,6 +69,7 @@ def cluster(tmp_path_factory):
         rig.infra_paths["gpu-a"] = _infra_tree(tmp)
         rig.start_agent("gpu-a")
         rig.wait(lambda: rig.node("gpu-a").get("gpus"), what="gpu-a's first heartbeat")
+        rig.wait(lambda: _catalog_has_agent_figures(rig), what="the catalog's VRAM ledger fed by gpu-a's agent")
         bridge = subprocess.Popen([sys.executable, "-m", "router_app", "mcp", "--config", str(rig.cfg_path)],
                                   cwd=tmp, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _wait_http(f"http://127.0.0.1:{mport}/healthz", bridge, "bridge")
@@ -79,6 +81,12 @@ def cluster(tmp_path_factory):
         if rig is not None:
             rig.close()
         ollama.close()
+
+
+def _catalog_has_agent_figures(rig) -> bool:
+    """True once the catalog has copied gpu-a's card figures (its next refresh after the first heartbeat)."""
+    r = rig.admin.get("/admin/catalog")
+    return r.status_code == 200 and r.json()["routes"]["ollama"]["vram"]["source"] == "agent"
 
 
 def call(cluster, transport, app, tool, args):
