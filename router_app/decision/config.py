@@ -141,6 +141,8 @@ class Embeddings(_Strict):
 class Health(_Strict):
     interval_s: float = Field(5.0, gt=0)
     timeout_s: float = Field(2.0, gt=0)
+    # a route a failed request took down is probed again this soon (not a full interval later)
+    recheck_s: float = Field(1.0, gt=0)
 
 
 class Logs(_Strict):

@@ -12,6 +12,7 @@ An attempt ends in one of three ways:
 from __future__ import annotations
 
 import asyncio
+import errno
 from typing import Optional
 
 import aiohttp
@@ -114,6 +115,31 @@ def _parse_answer(resp: aiohttp.ClientResponse, body: bytes):
     return obj
 
 
+_RESET = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
+
+
+def stale_connection(exc: BaseException) -> bool:
+    """The engine closed a pooled keep-alive connection as we reused it (it dropped the socket before any answer:
+    llama.cpp's and uvicorn's servers close idle connections after 5 s, so a reuse can cross their FIN). Not a
+    refused dial: that is ClientConnectorError, and says the engine is gone."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return False
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return True
+    return isinstance(exc, aiohttp.ClientOSError) and exc.errno in _RESET
+
+
+async def _post(session: aiohttp.ClientSession, url: str, data: bytes, headers: dict, timeout):
+    """POST once; when the connection turns out to be a stale pooled one (nothing came back), once more on another.
+    Safe to repeat: the engine answered nothing, and a completion has no side effect beyond the compute."""
+    try:
+        return await session.post(url, data=data, headers=headers, timeout=timeout)
+    except (aiohttp.ClientError, OSError) as exc:
+        if not stale_connection(exc):
+            raise
+    return await session.post(url, data=data, headers=headers, timeout=timeout)
+
+
 async def attempt(session: aiohttp.ClientSession, st, path: str, data: bytes, headers: dict, stream: bool) -> Outcome:
     """Sends one request to `st` under its deadlines. Holds no slot itself (the caller does)."""
     cfg = st.cfg
@@ -131,7 +157,7 @@ async def attempt(session: aiohttp.ClientSession, st, path: str, data: bytes, he
     try:
         async with asyncio.timeout_at(first_at) as cm:
             try:
-                resp = await session.post(url, data=data, headers=headers, timeout=st.timeout)
+                resp = await _post(session, url, data, headers, st.timeout)
                 if resp.status >= 500:
                     body = await resp.read()
                     clean = True

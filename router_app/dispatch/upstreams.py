@@ -20,7 +20,7 @@ class RouteState:
     __slots__ = ("name", "cfg", "max_concurrency", "max_queue", "queue_timeout_s", "in_flight", "_waiters",
                  "healthy", "drained", "last_error", "last_error_at", "last_ok_at", "base_url", "health_url",
                  "models_url", "headers", "timeout", "consecutive_failures", "requests_total", "hooks", "cloud_until",
-                 "engine_busy", "hub_drained")
+                 "engine_busy", "hub_drained", "recheck")
 
     def __init__(self, name: str, cfg: Route):
         self.name = name
@@ -36,6 +36,7 @@ class RouteState:
         self.requests_total = 0
         self.cloud_until = 0.0       # a cloud route that failed is not tried again before this time (issue 18)
         self.engine_busy = False     # issue 14: the engine's own queue is over busy_waiting (router_app/catalog)
+        self.recheck = False         # a request took it down: the health checker probes it again soon (recheck_s)
         self.apply(cfg)
 
     def apply(self, cfg: Route) -> None:
@@ -145,6 +146,7 @@ def mark_route_down(st: RouteState, detail: str, logs, hold_s: Optional[float] =
         cool = st.cfg.cloud.cooldown_s if st.cfg.cloud else 30.0
         st.cloud_until = time.time() + (hold_s if hold_s is not None else cool)
     if st.mark_down(detail):
+        st.recheck = st.cfg.kind != "cloud"
         logs.events.write({"ts": now_iso(), "event": "health", "route": st.name, "healthy": False,
                            "detail": detail, "source": "request"})
 
@@ -164,7 +166,9 @@ def build_states(cfg: RouterConfig, old: Optional[dict] = None) -> dict:
 
 
 def new_session() -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300,
+    # Idle pooled connections are dropped after 4 s: llama-server (cpp-httplib) and uvicorn (vLLM) close theirs after
+    # 5 s, and reusing one the engine is closing is a lost request (attempt.stale_connection retries that case too).
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=4, ttl_dns_cache=300,
                                      enable_cleanup_closed=False)
     return aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
                                  json_serialize=None, timeout=aiohttp.ClientTimeout(total=None))
@@ -236,12 +240,34 @@ class HealthChecker:
             if was != st.healthy and self._on_change:
                 self._on_change(st, detail)
 
+    async def recheck(self) -> None:
+        """Probes, once, the routes a failed request took down since the last tick. One reset connection (an engine
+        restarting, a network blip) must not keep a healthy engine out of rotation for a whole interval."""
+        rt = self._get_runtime()
+        states = [st for st in rt.states.values() if st.recheck]
+        for st in states:
+            st.recheck = False
+        results = await asyncio.gather(*(probe(self._session, st, rt.config.health.timeout_s) for st in states),
+                                       return_exceptions=True)
+        for st, res in zip(states, results):
+            if not isinstance(res, BaseException) and res[0] and not st.healthy:
+                st.mark_up()
+                if self._on_change:
+                    self._on_change(st, f"re-probe after a failed request: {res[1]}")
+
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_full = 0.0
         while True:
+            hc = self._get_runtime().config.health
             try:
-                await self.check_all()
+                if loop.time() >= next_full:
+                    next_full = loop.time() + hc.interval_s
+                    await self.check_all()
+                else:
+                    await self.recheck()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 pass
-            await asyncio.sleep(self._get_runtime().config.health.interval_s)
+            await asyncio.sleep(max(0.05, min(hc.recheck_s, next_full - loop.time())))

@@ -6,6 +6,10 @@ and the hub's queue neither loses nor repeats a command.
   the router gets SIGTERM and a new process starts on the same socket. Connections wait in the backlog; the old
   process finishes the requests in flight (graceful shutdown). A command queued before the restarts for an offline
   node is handed to an agent double polling after them, exactly once.
+* The same restarts as a user has them: the real Caddy (the caddy role's Caddyfile) in front of the router on its
+  held socket, and the real llama-server (the cached build of the vendored llama.cpp, a tiny generated GGUF) behind
+  it: no failed request either (issue 13 item 6; the lab found a 502 and a burst of 503s before caddy_upstream_keepalive
+  and the router's retry of a stale engine connection).
 * Restart without a held socket, behind the real Caddy with the caddy role's Caddyfile: GET requests arriving while
   the port is closed are held and re-dialled by Caddy (lb_try_duration) -> none fails. (POSTs are not covered by
   that path on Debian's Caddy 2.6.2: it cannot replay a request body; see roles/caddy/templates/Caddyfile.j2.)"""
@@ -105,7 +109,7 @@ def test_restart_under_load_on_a_held_socket(tmp_path):
         rig.close()
 
 
-def _restart_under_load(rig, url):
+def _restart_under_load(rig, url, restarts: int = 2):
     cid = rig.admin.post("/admin/recover-cuda", json={"node": "gpu-a", "ttl_s": 300}).json()["id"]   # node offline
     loads = [Load(url, stream=False), Load(url, stream=False), Load(url, stream=True)]
     for ld in loads:
@@ -113,7 +117,7 @@ def _restart_under_load(rig, url):
     time.sleep(2.0)
     before = sum(ld.ok for ld in loads)
     assert before > 0, [ld.failures for ld in loads]
-    for _ in range(2):      # two restarts: SIGTERM, then a new process on the same port
+    for _ in range(restarts):      # SIGTERM, then a new process on the same port
         rig.stop_router()
         rig.start_router()
         time.sleep(1.5)
@@ -144,7 +148,60 @@ def _restart_under_load(rig, url):
     assert [c["id"] for c in cmds if c["kind"] == "recover_cuda"] == [cid]
     delivered = [e for e in rig.events(kind="command_delivered") if e["command"] == cid]
     assert len(delivered) == 1
-    assert sum(1 for e in rig.events(kind="hub_start")) >= 3      # the store outlived two restarts
+    assert sum(1 for e in rig.events(kind="hub_start")) >= restarts + 1      # the store outlived the restarts
+
+
+def _real_llama_server(tmp):
+    """The cached real llama-server (tests/tools/build_llama_server_cache.sh) on a tiny generated model, with the
+    lab's slot count; -> (process, port)."""
+    sys.path.insert(0, str(ROOT / "tests" / "router"))
+    try:
+        spec = importlib.util.spec_from_file_location("llama_router_rig_for_hub", ROOT / "tests" / "router" /
+                                                      "llama_router_rig.py")
+        rig_mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(rig_mod)
+    finally:
+        sys.path.remove(str(ROOT / "tests" / "router"))
+    model = tmp / "tiny.gguf"
+    subprocess.run([sys.executable, str(ROOT / "tests" / "fixtures" / "make_tiny_gguf.py"), "--out", str(model)],
+                   check=True, capture_output=True)
+    binary = rig_mod.ensure_binary()        # built in CI, as for the catalog tests
+    port = engine_mod.free_port()
+    proc = subprocess.Popen([str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+                             "-c", "2048", "-t", "1", "--parallel", "4", "--alias", "gemma-4-31b"],
+                            stdout=open(tmp / "llama-server.log", "ab"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp / "llama-server.log").read_text()[-2000:]
+        time.sleep(0.2)
+
+
+def test_restart_under_load_behind_caddy_on_a_real_llama_server(tmp_path):
+    proc, port = _real_llama_server(tmp_path)
+    front = None
+
+    def mutate(cfg):
+        for r in cfg["routes"].values():
+            r["url"] = f"http://127.0.0.1:{port}/v1"
+        cfg["health"] = {"interval_s": 5, "timeout_s": 2}      # the router role's defaults, as in the lab
+    rig = FdRig(tmp_path, mutate=mutate)
+    try:
+        rig.start_router()
+        front = CaddyFront(tmp_path, rig.port)
+        assert "keepalive off" in front.caddyfile.read_text()
+        front.start()
+        _restart_under_load(rig, front.url, restarts=3)
+    finally:
+        if front:
+            front.stop()
+        rig.close()
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_caddy_holds_gets_while_the_router_port_is_closed(tmp_path):

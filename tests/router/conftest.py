@@ -35,7 +35,7 @@ def rig_config(engines: dict, tmp_path, mutate=None) -> dict:
         r["queue_timeout_s"] = 2
     cfg["admin_key_env"] = "TEST_ROUTER_ADMIN_KEY_UNSET"
     cfg["log_dir"] = str(tmp_path / "logs")
-    cfg["health"] = {"interval_s": 3600, "timeout_s": 1}
+    cfg["health"] = {"interval_s": 3600, "timeout_s": 1, "recheck_s": 3600}   # probes only when a test asks
     if mutate:
         mutate(cfg)
     return cfg

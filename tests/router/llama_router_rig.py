@@ -34,15 +34,22 @@ BINARY = Path(os.environ.get("LLAMA_SERVER_BIN", REPO / ".cache" / "llama-server
 NAMES = ("tiny-alpha", "tiny-beta", "tiny-gamma")
 
 
-def start_llama_router(d: Path, models_max: int = 2, port: int = 0):
-    """Starts llama-server in router mode over three tiny GGUF models in `d` (made when missing); returns
-    (process, base url, log file). `port`: 0 picks a free one. Skips the test when the cached binary is missing."""
+def ensure_binary() -> Path:
+    """The cached llama-server: CI builds it when missing (cached, flock'd); elsewhere a missing one skips, saying how
+    to build it."""
     if not BINARY.is_file():
-        if os.environ.get("CI") and "LLAMA_SERVER_BIN" not in os.environ:   # CI builds it (cached, flock'd)
+        if os.environ.get("CI") and "LLAMA_SERVER_BIN" not in os.environ:
             subprocess.run(["bash", str(REPO / "tests" / "tools" / "build_llama_server_cache.sh")], check=True,
                            stdout=subprocess.DEVNULL, timeout=3600)
         else:
             pytest.skip(f"no cached llama-server at {BINARY} (tests/tools/build_llama_server_cache.sh builds it)")
+    return BINARY
+
+
+def start_llama_router(d: Path, models_max: int = 2, port: int = 0):
+    """Starts llama-server in router mode over three tiny GGUF models in `d` (made when missing); returns
+    (process, base url, log file). `port`: 0 picks a free one. Skips the test when the cached binary is missing."""
+    ensure_binary()
     for i, n in enumerate(NAMES):
         if (d / f"{n}.gguf").is_file():
             continue
