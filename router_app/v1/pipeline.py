@@ -140,7 +140,7 @@ class Pipeline:
                 if out.resp is None:
                     out = await self.complete(ctx, out)
                 await respond(ctx, out, send)
-                await keep_alive.after_answer(self.app, ctx, out.status)   # issue 12: Ollama's per-model keep_alive
+                keep_alive.after_answer(self.app, ctx, out.status)   # issue 12: Ollama's per-model keep_alive
             finally:
                 out.close()
         finally:

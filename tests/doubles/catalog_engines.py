@@ -135,6 +135,7 @@ class OllamaDouble(_Double):
         self.running: dict = {}              # name -> size in bytes
         self.server_keep_alive = go_duration(server_keep_alive)    # OLLAMA_KEEP_ALIVE
         self.keep_alive: dict = {}           # name -> seconds the loaded model stays after its last request
+        self.generate_error = None           # (status, message): /api/generate fails so (an engine in trouble)
         super().__init__()
 
     def _schedule(self, name: str, keep) -> None:
@@ -192,6 +193,8 @@ class OllamaDouble(_Double):
             return web.json_response({"error": str(exc)}, status=400)
         if name not in self.installed:
             return web.json_response({"error": f"model '{name}' not found"}, status=404)
+        if self.generate_error:
+            return web.json_response({"error": self.generate_error[1]}, status=self.generate_error[0])
         if keep == 0 and not b.get("prompt"):
             self._unload(name)
             return web.json_response({"model": name, "response": "", "done": True, "done_reason": "unload"})

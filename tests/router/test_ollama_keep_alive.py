@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from conftest import RouterServer, rig_config, wait_for
+from hostile_helpers import read_log
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "doubles"))
 from catalog_engines import FOREVER, OllamaDouble, go_duration, ollama_keep_alive  # noqa: E402
@@ -125,6 +126,25 @@ def test_catalog_loads_send_the_models_keep_alive(engines, tmp_path, ollama):
         wait_for(lambda: "qwen2.5vl:7b" not in ollama.running, what="the keep_alive 0 model unloaded")
         assert ollama.keep_alive["llama3.1:8b"] == 5400 and ollama.keep_alive["phi4:14b"] == FOREVER
         assert "qwen2.5vl:7b" not in ollama.running           # keep_alive 0: unloaded once answered
+    finally:
+        r.stop()
+
+
+def test_a_refused_keep_alive_leaves_the_answer_alone_and_is_logged(engines, tmp_path, ollama):
+    r = _router(engines, tmp_path, ollama, chat="10m")
+    try:
+        ollama.generate_error = (500, "llama runner process has terminated")
+        c = httpx.Client(base_url=r.url, timeout=30)
+        resp = c.post("/v1/chat/completions", headers={"x-homelab-route": "chat"},
+                      json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+        assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"] == "ok"
+        def logged():
+            return [x for x in read_log(r, "upstream-failures.jsonl") if x.get("kind") == "keep_alive"]
+        wait_for(logged, what="the failure logged")
+        rec = logged()[0]
+        assert rec["route"] == "chat" and rec["model"] == "llama3.1:8b" and "500" in rec["error"]
+        # the model stays with the server default until a later answer sets it
+        assert ollama.keep_alive["llama3.1:8b"] == 300
     finally:
         r.stop()
 
