@@ -6,9 +6,9 @@ the server's OLLAMA_KEEP_ALIVE. Ollama's scheduler (server/sched.go: load, useLo
 keep_alive from a request only when the request carries one, and keeps it for later requests that carry none. So:
 
     after_answer(app, ctx)   after a 200 from a route whose model has a keep_alive, on a task of its own: POST {model,
-                             keep_alive} to /api/generate, no prompt (docs/api.md "Load a model"): the model stays as set
-                             from then on however it was loaded (by this request, after an eviction, after an engine
-                             restart); keep_alive 0 unloads it at once (docs/api.md "Unload a model"). Not for
+                             keep_alive} to /api/generate, no prompt (docs/api.md "Load a model"): the model stays
+                             as set from then on however it was loaded (by this request, after an eviction, after an
+                             engine restart); keep_alive 0 unloads it at once (docs/api.md "Unload a model"). Not for
                              /v1/embeddings: /api/generate refuses a model that cannot generate.
     for_url(routes, url)     model -> keep_alive over the routes of one Ollama server (one server, many models):
                              the catalog's loads (adapters.OllamaAdapter.load) send it.
