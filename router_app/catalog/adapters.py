@@ -7,7 +7,8 @@ loads/unloads a model where the engine can. Parsers are pure functions (unit-tes
                      POST /sleep, POST /wake_up (https://docs.vllm.ai/en/latest/features/sleep_mode.html)
     ollama           GET /api/tags (installed), GET /api/ps (resident); load = POST /api/generate with no prompt,
                      unload = the same with keep_alive 0 (https://docs.ollama.com/api/ps,
-                     https://github.com/ollama/ollama/blob/main/docs/api.md#load-a-model)
+                     https://github.com/ollama/ollama/blob/main/docs/api.md#load-a-model); a load sends the
+                     model's own keep_alive (router_app/catalog/keep_alive.py), else -1
     lmstudio         GET /api/v1/models (key, size_bytes, loaded_instances[].id); POST /api/v1/models/load {model};
                      POST /api/v1/models/unload {instance_id} (https://lmstudio.ai/docs/developer/rest/load)
     llamacpp_router  llama-server router mode: GET /models (status.value unloaded|loading|loaded|sleeping, failed),
@@ -23,6 +24,7 @@ from typing import Optional
 import aiohttp
 import orjson
 
+from ..decision.durations import is_zero
 from .model import FAILED, HOT, LOADING, ON_DISK, SLEEPING, EngineLoad, ModelInfo
 
 MB = 1024 * 1024
@@ -172,12 +174,23 @@ class VllmAdapter(Adapter):
 class OllamaAdapter(Adapter):
     engine = "ollama"
     can_load = True
+    # model -> its route's keep_alive (router_app/catalog/keep_alive.py; set by the registry). A model without one is
+    # loaded with -1 (forever): the catalog unloads it (idle_ttl_s, eviction). keep_alive 0 is not sent on a load:
+    # with no prompt Ollama reads it as "unload".
+    keep_alive: dict = {}
 
     async def models(self) -> dict:
         return parse_ollama(await self._get("/api/tags"), await self._get("/api/ps"))
 
     async def load(self, info: ModelInfo, timeout_s: float) -> None:
-        await self._post("/api/generate", {"model": info.name, "keep_alive": -1, "stream": False}, timeout_s)
+        ka = self.keep_alive.get(info.name, -1)
+        body = {"model": info.name, "stream": False} if is_zero(ka) else \
+            {"model": info.name, "keep_alive": ka, "stream": False}
+        await self._post("/api/generate", body, timeout_s)
+
+    async def keep(self, name: str, keep_alive, timeout_s: float) -> None:
+        """Sets a loaded model's keep_alive (loads it when it is not), or unloads it for 0 (docs/api.md)."""
+        await self._post("/api/generate", {"model": name, "keep_alive": keep_alive, "stream": False}, timeout_s)
 
     async def unload(self, info: ModelInfo, timeout_s: float) -> None:
         await self._post("/api/generate", {"model": info.name, "keep_alive": 0, "stream": False}, timeout_s)

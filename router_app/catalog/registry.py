@@ -10,7 +10,8 @@ import asyncio
 import time
 from typing import Callable, Optional
 
-from .adapters import ADAPTERS, Adapter
+from . import keep_alive
+from .adapters import ADAPTERS, Adapter, OllamaAdapter
 from .model import NodeView
 
 
@@ -47,6 +48,8 @@ class Registry:
                 hdrs = {k: v for k, v in (st.headers if st else {}).items() if k == "Authorization"}
                 self.adapters[name] = ADAPTERS[c.engine](self._session(), r.url, hdrs, rt.config.health.timeout_s)
                 self._cfg_key[name] = key
+            if isinstance(self.adapters[name], OllamaAdapter):     # issue 12: per-model keep_alive on its loads
+                self.adapters[name].keep_alive = keep_alive.for_url(rt.config.routes, r.url)
         for gone in set(self.nodes) - set(keep):
             self.adapters.pop(gone, None)
         self.nodes = keep

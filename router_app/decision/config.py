@@ -19,6 +19,7 @@ from ..cloud import privacy as cloud_privacy
 from ..cloud.settings import CloudOptions, Provider, RouteKind
 from ..catalog.settings import CatalogSettings, RouteCatalog
 from ..hub.config import HubSettings
+from . import durations
 from .yamlload import load_yaml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -87,6 +88,13 @@ class Route(_Strict):
     cloud: Optional[CloudOptions] = None
     # issue 14: the engine's models are catalogued (router_app/catalog); None: not catalogued, as before
     catalog: Optional[RouteCatalog] = None
+    # issue 12: an Ollama route: how long the engine keeps this route's model loaded (router_app/decision/durations.py)
+    keep_alive: Optional[Union[int, str]] = None
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _keep_alive(cls, v):
+        return None if v is None else durations.check(v)
 
     @field_validator("url")
     @classmethod

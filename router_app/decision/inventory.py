@@ -131,6 +131,10 @@ def _route_from_engine(host_vars: Mapping[str, Any], engine: Mapping[str, Any]) 
     cat = _catalog_of(engine)
     if cat is not None:
         out["catalog"] = cat
+    if engine.get("runtime") == "ollama" and engine.get("keep_alive") is not None:
+        # issue 12: Ollama takes keep_alive per request, not on its /v1 API: the router sends it
+        # (router_app/catalog/keep_alive.py)
+        out["keep_alive"] = _plain(engine["keep_alive"])
     return out
 
 

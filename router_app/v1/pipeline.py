@@ -29,6 +29,7 @@ import orjson
 from ..access import glue as access_glue
 from ..cloud import spend as cloud_spend
 from ..catalog import glue as catalog_glue
+from ..catalog import keep_alive
 from ..decision.embeddings import decide_embeddings
 from ..decision.policy import decide, view_from_chat, view_from_completion
 from ..dispatch.forward import Outcome, forward
@@ -139,6 +140,7 @@ class Pipeline:
                 if out.resp is None:
                     out = await self.complete(ctx, out)
                 await respond(ctx, out, send)
+                keep_alive.after_answer(self.app, ctx, out.status)   # issue 12: Ollama's per-model keep_alive
             finally:
                 out.close()
         finally:

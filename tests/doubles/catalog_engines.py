@@ -6,6 +6,12 @@ their documentation gives, and refuse what the real engines refuse. Each runs in
                   size_vram, expires_at; POST /api/generate with no prompt loads a model, with keep_alive 0 unloads it
                   and answers done_reason "unload"; an unknown model is a 404 {"error": "model '<name>' not found"}).
                   POST /v1/chat/completions loads on demand, as Ollama does.
+                  keep_alive as Ollama's scheduler applies it (server/sched.go: a load takes the request's keep_alive
+                  or OLLAMA_KEEP_ALIVE; a request to a loaded model changes its keep_alive only when it carries one;
+                  the OpenAI-compatible /v1/chat/completions has no keep_alive field, openai/openai.go
+                  ChatCompletionRequest, so it never carries one). A malformed keep_alive is a 400 as Ollama's
+                  api.Duration refuses it (api/types.go UnmarshalJSON: a JSON number of seconds, negative = forever,
+                  or a Go time.ParseDuration string, so "-1" as a string is refused: "missing unit").
   LmStudioDouble  https://lmstudio.ai/docs/developer/rest (GET /api/v1/models: models[].key, type, size_bytes,
                   loaded_instances[].id; POST /api/v1/models/load {model} -> {type, instance_id, load_time_seconds,
                   status: "loaded"}; POST /api/v1/models/unload {instance_id} -> {instance_id}; an unknown key or
@@ -80,13 +86,70 @@ class _Double:
         return False
 
 
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+FOREVER = float("inf")
+
+
+def go_duration(text: str) -> float:
+    """Seconds of a Go duration string, walked as time.ParseDuration does; ValueError with Go's message."""
+    orig, s, neg = text, text, False
+    if s[:1] in ("-", "+"):
+        neg, s = s[0] == "-", s[1:]
+    if s == "0":
+        return 0.0
+    if not s:
+        raise ValueError(f'time: invalid duration "{orig}"')
+    total = 0.0
+    while s:
+        i = 0
+        while i < len(s) and (s[i].isdigit() or s[i] == "."):
+            i += 1
+        num, s = s[:i], s[i:]
+        if num in ("", ".") or num.count(".") > 1:
+            raise ValueError(f'time: invalid duration "{orig}"')
+        j = 0
+        while j < len(s) and not (s[j].isdigit() or s[j] == "."):
+            j += 1
+        unit, s = s[:j], s[j:]
+        if not unit:
+            raise ValueError(f'time: missing unit in duration "{orig}"')
+        if unit not in _GO_UNITS:
+            raise ValueError(f'time: unknown unit "{unit}" in duration "{orig}"')
+        total += float(num) * _GO_UNITS[unit]
+    return -total if neg else total
+
+
+def ollama_keep_alive(value) -> float:
+    """What Ollama's api.Duration makes of a request's keep_alive: seconds, FOREVER for a negative value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"Unsupported type: '{type(value).__name__}'")
+    secs = float(value) if not isinstance(value, str) else go_duration(value)
+    return FOREVER if secs < 0 else secs
+
+
 class OllamaDouble(_Double):
     load_paths = ("/api/generate",)
 
-    def __init__(self, installed: dict):
+    def __init__(self, installed: dict, server_keep_alive: str = "5m"):
         self.installed = dict(installed)     # name -> size in bytes
         self.running: dict = {}              # name -> size in bytes
+        self.server_keep_alive = go_duration(server_keep_alive)    # OLLAMA_KEEP_ALIVE
+        self.keep_alive: dict = {}           # name -> seconds the loaded model stays after its last request
+        self.generate_error = None           # (status, message): /api/generate fails so (an engine in trouble)
         super().__init__()
+
+    def _schedule(self, name: str, keep) -> None:
+        """A request uses `name` (server/sched.go): loaded with `keep` or the server default, or its keep_alive
+        replaced only when the request carries one."""
+        if name not in self.running:
+            self.running[name] = self.installed[name]
+            self.keep_alive[name] = self.server_keep_alive if keep is None else keep
+        elif keep is not None:
+            self.keep_alive[name] = keep
+
+    def _unload(self, name: str) -> None:
+        self.running.pop(name, None)
+        self.keep_alive.pop(name, None)
 
     def routes(self, app):
         app.router.add_get("/api/tags", self.tags)
@@ -100,7 +163,11 @@ class OllamaDouble(_Double):
                                                               "owned_by": "library"} for n in self.installed]})
 
     def _is_unload(self, call) -> bool:
-        return (call[2] or {}).get("keep_alive") in (0, "0", "0s")
+        b = call[2] or {}
+        try:
+            return b.get("keep_alive") is not None and ollama_keep_alive(b["keep_alive"]) == 0 and not b.get("prompt")
+        except ValueError:
+            return False
 
     async def tags(self, request):
         return web.json_response({"models": [{"name": n, "model": n, "size": s, "digest": "0" * 64,
@@ -109,21 +176,35 @@ class OllamaDouble(_Double):
                                              for n, s in self.installed.items()]})
 
     async def ps(self, request):
+        def expires(n):
+            k = self.keep_alive.get(n, self.server_keep_alive)
+            t = 10 ** 10 if k == FOREVER else time.time() + k       # Ollama shows "forever" as a far-off date
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
         return web.json_response({"models": [{"name": n, "model": n, "size": s, "size_vram": s, "digest": "0" * 64,
-                                              "expires_at": "2026-01-01T00:05:00Z", "context_length": 4096}
+                                              "expires_at": expires(n), "context_length": 4096}
                                              for n, s in self.running.items()]})
 
     async def generate(self, request):
         b = await self._body(request)
         name = b.get("model")
+        try:        # the body is decoded (and keep_alive with it) before anything else: a bad one is a 400
+            keep = None if b.get("keep_alive") is None else ollama_keep_alive(b["keep_alive"])
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         if name not in self.installed:
             return web.json_response({"error": f"model '{name}' not found"}, status=404)
-        if b.get("keep_alive") in (0, "0", "0s"):
-            self.running.pop(name, None)
+        if self.generate_error:
+            return web.json_response({"error": self.generate_error[1]}, status=self.generate_error[0])
+        if keep == 0 and not b.get("prompt"):
+            self._unload(name)
             return web.json_response({"model": name, "response": "", "done": True, "done_reason": "unload"})
-        await asyncio.sleep(self.load_delay_s)
-        self.running[name] = self.installed[name]
-        return web.json_response({"model": name, "response": "", "done": True, "done_reason": "load"})
+        if name not in self.running:
+            await asyncio.sleep(self.load_delay_s)
+        self._schedule(name, keep)
+        if keep == 0:           # a generation with keep_alive 0: unloaded once it is answered
+            self._unload(name)
+        return web.json_response({"model": name, "response": "ok" if b.get("prompt") else "", "done": True,
+                                  "done_reason": "stop" if b.get("prompt") else "load"})
 
     async def chat(self, request):
         b = await self._body(request)
@@ -131,7 +212,7 @@ class OllamaDouble(_Double):
         if name not in self.installed:
             return web.json_response({"error": {"message": f"model '{name}' not found", "type": "api_error"}},
                                      status=404)
-        self.running[name] = self.installed[name]
+        self._schedule(name, None)      # a keep_alive in this body is an unknown field to Ollama: ignored
         return web.json_response(_answer(name))
 
 

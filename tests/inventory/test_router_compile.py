@@ -158,3 +158,19 @@ def test_router_mode_engine_is_catalogued_on_demand(model):
     assert validate_dict(cfg) == []
     eng["catalog"] = {"engine": "vllm", "residency": "elsewhere"}
     assert any("catalog" in e.path for e in validate_dict(_compile(model)))
+
+
+def test_ollama_keep_alive_compiles_to_the_route(model):
+    """Issue 12: an Ollama engine's own keep_alive reaches its route (the router applies it); other runtimes have
+    none, and a duration Ollama would refuse is refused by the router's schema too, naming the route's field."""
+    eng = model["hostvars"]["ubuntu-6000"]["engines"][0]
+    eng.update(runtime="ollama", keep_alive="-1")
+    cfg = _compile(model)
+    assert cfg["routes"][eng["route"]]["keep_alive"] == "-1"
+    assert "keep_alive" not in cfg["routes"]["brain"]
+    assert validate_dict(cfg) == []
+    eng["runtime"] = "vllm"
+    assert "keep_alive" not in _compile(model)["routes"][eng["route"]]
+    eng.update(runtime="ollama", keep_alive="forever")
+    errs = validate_dict(_compile(model))
+    assert any(e.path.endswith("keep_alive") and "forever" in e.message for e in errs), errs
