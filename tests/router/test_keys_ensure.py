@@ -145,3 +145,26 @@ def test_console_script_in_a_subprocess_prints_no_secret(tmp_path):
     for p in (first, second):
         assert token not in p.stdout and token not in p.stderr
     assert json.loads(first.stdout)["changed"] is True and json.loads(second.stdout)["changed"] is False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the role runs it as root)")
+def test_as_root_the_store_is_touched_as_its_owner_and_the_file_is_roots(tmp_path, capsys):
+    import shutil
+    import tempfile
+    top = Path(tempfile.mkdtemp(prefix="ensure-root-"))    # /tmp/...: traversable by the store's owner
+    try:
+        os.chmod(top, 0o755)
+        state = top / "state"
+        state.mkdir(mode=0o750)
+        os.chown(state, 65534, 65534)                         # nobody: stands in for homelab-router
+        cfg = make_cfg(tmp_path, store_path=str(state / "router.sqlite3"))
+        env = tmp_path / "router-key.env"
+        code, out, err = ensure(capsys, cfg, env)
+        assert code == 0, err
+        assert os.geteuid() == 0 and os.getegid() == 0
+        owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in state.iterdir()}
+        assert owners and all(o == (65534, 65534) for o in owners.values()), owners
+        assert (env.stat().st_uid, stat.S_IMODE(env.stat().st_mode)) == (0, 0o600)
+        assert json.loads(ensure(capsys, cfg, env)[1])["changed"] is False
+    finally:
+        shutil.rmtree(top)
