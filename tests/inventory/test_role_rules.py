@@ -137,8 +137,8 @@ def test_roles_for_host_mirror_the_playbooks():
         ["common", "nvidia_driver", "vllm", "engine_lockdown", "netdata", "homelab_agent"]
     assert site.roles_for_host(g, "win-5090", hv["win-5090"]) == ["lmstudio"]
     assert site.roles_for_host(g, "ai-gateway", hv["ai-gateway"]) == \
-        ["common", "router", "caddy", "netdata", "wireguard", "mosquitto", "homelab_ha_runtime", "ha_bridge",
-         "vision_notifier", "homelab_agent"]
+        ["common", "router", "caddy", "open_webui", "netdata", "wireguard", "mosquitto", "homelab_ha_runtime",
+         "ha_bridge", "vision_notifier", "homelab_agent"]
     assert site.roles_for_host(g, "opnsense", hv["opnsense"]) == ["opnsense_vlans"]
     # and the playbooks still give those roles to those groups
     text = "".join(p.read_text() for p in (REPO / "playbooks").glob("*.yml"))
