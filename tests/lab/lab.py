@@ -629,12 +629,18 @@ def _wait_https(lab: Lab, path: str, key: str | None, timeout: float = 60) -> tu
 def print_summary(lab: Lab, key: str) -> None:
     ep = lab.endpoint
     ca = ca_path()
+    owui_line = "not enabled on the gateway"
+    if lab_open_webui.enabled(lab):
+        host, port = lab_open_webui.site(lab)
+        owui_line = (f"https://{host}:{port}  (resolve {host} to 127.0.0.1 and trust the root CA; "
+                     "the first account created is the admin)")
     print(f"""
 homelab-ai lab is up.
   endpoint : {ep}   (Caddy TLS on 127.0.0.1:{lab.get('lab_https_port')} -> router -> llama-server engines)
   API key  : {key}   (also in {STATE.relative_to(REPO)}/api-key, 0600)
   root CA  : {ca}
   hosts    : {', '.join(lab.container(h) for h in lab.hosts)}  (podman exec -it <name> bash)
+  Open WebUI: {owui_line}
 
 curl:
   curl --cacert {ca} {ep}/chat/completions \\
