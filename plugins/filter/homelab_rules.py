@@ -254,11 +254,22 @@ def rules_proxmox_lxc(v: Mapping[str, Any]) -> list[Problem]:
     return _required(v, "proxmox_lxc_api_token_id", why) + _required(v, "proxmox_lxc_api_token_secret", why)
 
 
+def _loopback_url(url: Any) -> bool:
+    m = re.fullmatch(r"https?://(\[[^\]]+\]|[^/:\s]+)(:\d+)?/v1", str(url))
+    return bool(m) and m.group(1).lower() in ("127.0.0.1", "localhost", "[::1]")
+
+
 def rules_open_webui(v: Mapping[str, Any]) -> list[Problem]:
     out: list[Problem] = []
-    if not (isinstance(v.get("open_webui_router_api_key"), str) and v["open_webui_router_api_key"].strip()):
-        out.append(("open_webui_router_api_key", "is required when open_webui_enabled: create the key with "
-                    "`homelab-router keys create --app open-webui` and set vault_open_webui_router_api_key"))
+    key = v.get("open_webui_router_api_key")
+    if key is not None and not isinstance(key, str):
+        out.append(("open_webui_router_api_key", f"must be a string, got {type(key).__name__}"))
+    elif not (key or "").strip() and not _loopback_url(v.get("open_webui_router_url")):
+        out.append(("open_webui_router_api_key", "is required when open_webui_enabled and the router is on another "
+                    f"host (open_webui_router_url {v.get('open_webui_router_url')!r} is not loopback): create "
+                    "the key there with `homelab-router keys create --app open-webui` and set "
+                    "vault_open_webui_router_api_key; with the router on this host (127.0.0.1) leave it empty: "
+                    "the role ensures the key itself"))
     if not re.fullmatch(r"https?://[^/\s]+/v1", str(v.get("open_webui_router_url"))):
         out.append(("open_webui_router_url", f"must be the router's base URL ending in /v1, got "
                                              f"{v.get('open_webui_router_url')!r}"))

@@ -207,7 +207,7 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
     keys = subparsers.add_parser("keys", help="manage per-app API keys")
-    ksub = keys.add_subparsers(dest="keys_cmd", metavar="{create,list,revoke,rotate,scopes}")
+    ksub = keys.add_subparsers(dest="keys_cmd", metavar="{create,ensure,list,revoke,rotate,scopes}")
     ksub.required = True
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -244,6 +244,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
     from .scopes import register as register_scopes
     register_scopes(ksub, common)
+    from .ensure import register as register_ensure     # keys ensure: the key kept in a 0600 env file
+    register_ensure(ksub, common)
 
     p = subparsers.add_parser("usage", help="per-app calls, tokens, budget left, cost-equivalent")
     common(p)

@@ -166,3 +166,21 @@ def test_limit_reruns_still_validate(tmp_path):
     # every task result for the limited host was delegated to the control node
     results = re.findall(r"^(?:ok|changed|fatal|failed): \[(ubuntu-4090[^\]]*)\]", res.stdout, flags=re.M)
     assert results and all("-> localhost" in r for r in results), results
+
+
+def test_open_webui_without_a_key_validates_only_with_a_local_router(tmp_path):
+    """The gateway's Open WebUI with an empty key: fine with the router on the same host (the role ensures the key
+    with `homelab-router keys ensure`); a router elsewhere fails naming host, field and reason."""
+    def local(m):
+        m["hostvars"]["ai-gateway"].update(open_webui_enabled=True, open_webui_router_api_key="")
+
+    res = run_playbook("-i", str(_broken(tmp_path / "local", local)), "playbooks/validate.yml")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    def remote(m):
+        local(m)
+        m["hostvars"]["ai-gateway"]["open_webui_router_url"] = "http://10.30.0.11:4000/v1"
+
+    lines = _fail_lines(run_playbook("-i", str(_broken(tmp_path / "remote", remote)), "playbooks/validate.yml"))
+    assert len(lines) == 1 and lines[0].startswith("ai-gateway: open_webui_router_api_key: is required"), lines
+    assert "another host" in lines[0] and "10.30.0.11" in lines[0]

@@ -137,8 +137,8 @@ def test_roles_for_host_mirror_the_playbooks():
         ["common", "nvidia_driver", "vllm", "engine_lockdown", "netdata", "homelab_agent"]
     assert site.roles_for_host(g, "win-5090", hv["win-5090"]) == ["lmstudio"]
     assert site.roles_for_host(g, "ai-gateway", hv["ai-gateway"]) == \
-        ["common", "router", "caddy", "netdata", "wireguard", "mosquitto", "homelab_ha_runtime", "ha_bridge",
-         "vision_notifier", "homelab_agent"]
+        ["common", "router", "caddy", "open_webui", "netdata", "wireguard", "mosquitto", "homelab_ha_runtime",
+         "ha_bridge", "vision_notifier", "homelab_agent"]
     assert site.roles_for_host(g, "opnsense", hv["opnsense"]) == ["opnsense_vlans"]
     # and the playbooks still give those roles to those groups
     text = "".join(p.read_text() for p in (REPO / "playbooks").glob("*.yml"))
@@ -168,17 +168,26 @@ def test_shared_plugin_dir_is_configured_for_ansible_and_molecule():
     assert Path(rules.__file__).resolve().parent == REPO / "plugins" / "filter"
 
 
-def test_open_webui_runs_on_the_gateway_only_when_enabled_and_needs_its_router_key():
+def test_open_webui_runs_on_the_gateway_only_when_enabled_and_needs_a_key_only_for_a_remote_router():
     groups = {"gateway": ["ai-gateway"]}
     assert "open_webui" not in site.roles_for_host(groups, "ai-gateway", {})
     assert site.roles_for_host(groups, "ai-gateway", {"open_webui_enabled": True})[-1] == "open_webui"
     v = _vars("router")
     v.update({k: val for k, val in site.literal_defaults("open_webui").items() if k.startswith("open_webui_")})
-    assert _fields(rules.rules_open_webui(v)) == ["open_webui_router_api_key"]
+    # The defaults: the router on this host, no key in the vault (the role ensures it with `keys ensure`).
+    assert v["open_webui_router_api_key"] == "" and rules.rules_open_webui(v) == []
+    for url in ("http://localhost:4000/v1", "http://[::1]:4000/v1", "https://127.0.0.1/v1"):
+        assert rules.rules_open_webui({**v, "open_webui_router_url": url}) == [], url
+    # A router on another host: its key is required, and the reason says why and what to do.
+    for url in ("http://10.20.0.2:4000/v1", "https://router.home.arpa/v1", "http://127.0.0.1.evil:4000/v1"):
+        problems = rules.rules_open_webui({**v, "open_webui_router_url": url})
+        assert _fields(problems) == ["open_webui_router_api_key"], url
+        assert "another host" in problems[0][1] and url in problems[0][1]
+    assert _fields(rules.rules_open_webui({**v, "open_webui_router_api_key": 42})) == ["open_webui_router_api_key"]
     v.update(open_webui_router_api_key="hlr_0123456789ab_secret", open_webui_router_url="http://127.0.0.1:4000")
     problems = rules.rules_open_webui(v)
     assert _fields(problems) == ["open_webui_router_url"] and "hlr_0123" not in str(problems)
-    v.update(open_webui_router_url="http://127.0.0.1:4000/v1")
+    v.update(open_webui_router_url="http://10.20.0.2:4000/v1")
     assert rules.rules_open_webui(v) == []
 
 

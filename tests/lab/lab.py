@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The local lab: the whole homelab-ai stack on one machine, in podman containers.
 
-    lab.py up      # image, network, hosts, models, secrets, engine binary, site.yml, API key
+    lab.py up      # image, network, hosts, models, secrets, engine binary, Open WebUI wheels, site.yml, API key
     lab.py down    # remove what `up` created (containers, network, .lab/); keep image and caches
     lab.py status  # containers and the endpoint
     lab.py info    # print the endpoint, key, CA and examples again
@@ -32,6 +32,9 @@ import ssl
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lab_open_webui  # noqa: E402  (tests/lab/lab_open_webui.py: Open WebUI's wheelhouse and site check)
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORIES = [REPO / "inventory" / "example", REPO / "inventory" / "lab"]
@@ -626,12 +629,18 @@ def _wait_https(lab: Lab, path: str, key: str | None, timeout: float = 60) -> tu
 def print_summary(lab: Lab, key: str) -> None:
     ep = lab.endpoint
     ca = ca_path()
+    owui_line = "not enabled on the gateway"
+    if lab_open_webui.enabled(lab):
+        host, port = lab_open_webui.site(lab)
+        owui_line = (f"https://{host}:{port}  (resolve {host} to 127.0.0.1 and trust the root CA; "
+                     "the first account created is the admin)")
     print(f"""
 homelab-ai lab is up.
   endpoint : {ep}   (Caddy TLS on 127.0.0.1:{lab.get('lab_https_port')} -> router -> llama-server engines)
   API key  : {key}   (also in {STATE.relative_to(REPO)}/api-key, 0600)
   root CA  : {ca}
   hosts    : {', '.join(lab.container(h) for h in lab.hosts)}  (podman exec -it <name> bash)
+  Open WebUI: {owui_line}
 
 curl:
   curl --cacert {ca} {ep}/chat/completions \\
@@ -662,8 +671,11 @@ def cmd_up(args) -> int:
     secrets_file = phase_secrets(lab)
     phase_services(lab, secrets_file)
     phase_engine_binary(lab)
+    this = sys.modules[__name__]
+    lab_open_webui.phase_wheelhouse(this, lab)      # before the converge: the overlay points at the wheels
     recap = phase_converge(lab, secrets_file, args.ansible_args)
     key = phase_access(lab)
+    lab_open_webui.phase_site(this, lab)            # its key was ensured by the converge itself
     changed = sum(c.get("changed", 0) for c in recap.values())
     log("done", "ok", f"lab up, site.yml changed={changed}", time.monotonic() - t0)
     (STATE / "last-up.json").write_text(json.dumps(

@@ -8,6 +8,7 @@ The lab must converge the files an operator copies. The overlay may change only:
   - each GPU node's engine runtime and model: an engine entry's runtime, model, model facts (params_b,
     weight_bits, context) and runtime args, and the llama_server_* runtime settings;
   - hardware facts: gpus, the NVIDIA driver install switches, the nvidia_uvm module reload (none in a container);
+  - install sources built once on the lab machine: the llama-server binary, Open WebUI's wheelhouse;
   - secrets (vault_*) and the lab's own lab_* settings, which no role reads.
 Everything else — hosts, groups, routing policy, route names, aliases, slots, spill/failover, firewall and
 Netdata/WireGuard settings — must be the example's.
@@ -21,7 +22,7 @@ ALLOWED_VARS = [
     r"homelab_address", r"caddy_site_addresses", r"common_nftables_management_cidrs", r"homelab_client_cidrs",
     r"proxmox_api_host", r"proxmox_lxc_api_(port|ca_path)", r"opnsense_vlans_api_(port|ca_path)",
     r"gpus", r"nvidia_driver_install", r"nvidia_driver_blacklist_nouveau", r"gpu_watchdog_uvm_reload_commands",
-    r"llama_server_(install_method|version|binary_src|cuda|threads)",
+    r"llama_server_(install_method|version|binary_src|cuda|threads)", r"open_webui_wheelhouse_archive",
     r"vault_.*", r"lab_.*",
 ]
 ALLOWED_ENGINE_KEYS = {"runtime", "model", "params_b", "weight_bits", "context", "args"}
