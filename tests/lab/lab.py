@@ -39,6 +39,9 @@ import lab_open_webui  # noqa: E402  (tests/lab/lab_open_webui.py: Open WebUI's 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORIES = [REPO / "inventory" / "example", REPO / "inventory" / "lab"]
 LAB_IMAGE = os.environ.get("HOMELAB_LAB_IMAGE", "localhost/homelab-lab-debian12:latest")
+# Ubuntu 24.04 for the hosts whose inventory says `lab_image: ubuntu2404` (the GPU nodes: the seeds run Ubuntu there)
+LAB_IMAGE_NOBLE = os.environ.get("HOMELAB_LAB_IMAGE_NOBLE", "localhost/homelab-lab-ubuntu2404:latest")
+IMAGE_NOBLE = os.environ.get("HOMELAB_IMAGE_NOBLE", "localhost/homelab-ubuntu2404:latest")
 STATE = Path(os.environ.get("LAB_STATE_DIR", REPO / ".lab"))
 SSH_KEY = STATE / "ssh" / "id_ed25519"
 IMAGE = os.environ.get("HOMELAB_IMAGE", "localhost/homelab-debian12:latest")
@@ -186,18 +189,35 @@ class Lab:
 # phases
 
 
+def _lab_images(lab: Lab) -> dict:
+    """lab image -> (base image, its build suite) for the images the inventory's hosts use."""
+    images = {LAB_IMAGE: (IMAGE, "bookworm")}
+    if any(_host_image(lab, h) == LAB_IMAGE_NOBLE for h in lab.hosts):
+        images[LAB_IMAGE_NOBLE] = (IMAGE_NOBLE, "noble")
+    return images
+
+
+def _host_image(lab: Lab, host: str) -> str:
+    kind = lab.hostvars[host].get("lab_image", "debian12")
+    if kind not in ("debian12", "ubuntu2404"):
+        raise LabError(f"{host}: lab_image: {kind!r} is not one of debian12, ubuntu2404")
+    return LAB_IMAGE_NOBLE if kind == "ubuntu2404" else LAB_IMAGE
+
+
 def phase_image(lab: Lab) -> None:
-    t = time.monotonic()
-    if podman("image", "exists", LAB_IMAGE, check=False).returncode == 0:
-        log("image", "ok", f"{LAB_IMAGE} present", time.monotonic() - t)
-        return
-    if podman("image", "exists", IMAGE, check=False).returncode != 0:
-        log("image", "build", f"{IMAGE} missing: debootstrap + podman import (a few minutes)")
-        run([str(REPO / "molecule" / "_shared" / "build-image.sh")], capture=False, env=podman_env())
-    # The lab's hosts are reached over SSH like production hosts: the test image plus openssh-server.
-    run(["podman", "build", "--quiet", "-t", LAB_IMAGE, "--build-arg", f"BASE={IMAGE}",
-         "-f", str(HERE / "Containerfile"), str(HERE)], env=podman_env(), timeout=900)
-    log("image", "built", LAB_IMAGE, time.monotonic() - t)
+    for lab_image, (base, suite) in _lab_images(lab).items():
+        t = time.monotonic()
+        if podman("image", "exists", lab_image, check=False).returncode == 0:
+            log("image", "ok", f"{lab_image} present", time.monotonic() - t)
+            continue
+        if podman("image", "exists", base, check=False).returncode != 0:
+            log("image", "build", f"{base} missing: debootstrap + podman import (a few minutes)")
+            run([str(REPO / "molecule" / "_shared" / "build-image.sh")], capture=False,
+                env={**podman_env(), "HOMELAB_IMAGE_SUITE": suite, "HOMELAB_IMAGE": base})
+        # The lab's hosts are reached over SSH like production hosts: the test image plus openssh-server.
+        run(["podman", "build", "--quiet", "-t", lab_image, "--build-arg", f"BASE={base}",
+             "-f", str(HERE / "Containerfile"), str(HERE)], env=podman_env(), timeout=900)
+        log("image", "built", lab_image, time.monotonic() - t)
 
 
 def phase_ssh_key() -> Path:
@@ -250,7 +270,8 @@ def _wait_systemd(name: str, timeout: float = 90) -> str:
     raise LabError(f"systemd in {name} did not come up (state: {state})")
 
 
-def _run_container(lab: Lab, name: str, hostname: str, address: str, extra: list[str], cmd: list[str]) -> str:
+def _run_container(lab: Lab, name: str, hostname: str, address: str, extra: list[str], cmd: list[str],
+                   image: str = LAB_IMAGE) -> str:
     """Create or start one container; returns created/started/reused."""
     state = _container_state(name)
     if state == "running":
@@ -259,7 +280,7 @@ def _run_container(lab: Lab, name: str, hostname: str, address: str, extra: list
         podman("start", name)
         return "started"
     podman("run", "-d", "--name", name, "--hostname", hostname, "--network", lab.get("lab_network"),
-           "--ip", address, "--label", LABEL, *extra, LAB_IMAGE, *cmd)
+           "--ip", address, "--label", LABEL, *extra, image, *cmd)
     return "created"
 
 
@@ -299,7 +320,7 @@ def phase_hosts(lab: Lab, key: Path) -> None:
             # The WireGuard role enables IP forwarding (sysctl): /proc/sys is read-only in an unprivileged
             # container, so a WireGuard host of the lab runs privileged (its own network namespace still).
             extra += ["--privileged"]
-        how = _run_container(lab, name, host, lab.address(host), extra, ["/sbin/init"])
+        how = _run_container(lab, name, host, lab.address(host), extra, ["/sbin/init"], _host_image(lab, host))
         done.setdefault(how, []).append(name)
     # Probe containers: plain clients at chosen addresses for the port test (no systemd, no sshd).
     for probe in lab.vars.get("lab_probe_hosts", []):
