@@ -20,6 +20,7 @@ from ..cloud.settings import CloudOptions, Provider, RouteKind
 from ..catalog.settings import CatalogSettings, RouteCatalog
 from ..hub.config import HubSettings
 from . import durations
+from .graph import find_cycle
 from .yamlload import load_yaml
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -352,40 +353,11 @@ def _semantic_errors(cfg: RouterConfig) -> list[ConfigError]:
                 if r.failover:
                     nxt.add(r.failover)
                 edges[rname] = nxt
-            cyc = _find_cycle(edges)
+            cyc = find_cycle(edges)
             if cyc:
                 add(f"routes.{cyc[0]}", "spill/failover cycle: " + " -> ".join(cyc))
                 break
     return errs
-
-
-def _find_cycle(edges: dict[str, set[str]]) -> Optional[list[str]]:
-    WHITE, GREY, BLACK = 0, 1, 2
-    color = {n: WHITE for n in edges}
-    stack: list[str] = []
-
-    def visit(n: str) -> Optional[list[str]]:
-        color[n] = GREY
-        stack.append(n)
-        for m in sorted(edges.get(n, ())):
-            if m not in color:
-                continue
-            if color[m] == GREY:
-                return stack[stack.index(m):] + [m]
-            if color[m] == WHITE:
-                c = visit(m)
-                if c:
-                    return c
-        stack.pop()
-        color[n] = BLACK
-        return None
-
-    for n in sorted(edges):
-        if color[n] == WHITE:
-            c = visit(n)
-            if c:
-                return c
-    return None
 
 
 def parse_dict(data: Any) -> tuple[Optional[RouterConfig], list[ConfigError]]:
