@@ -12,7 +12,6 @@ An attempt ends in one of three ways:
 from __future__ import annotations
 
 import asyncio
-import errno
 from typing import Optional
 
 import aiohttp
@@ -115,31 +114,6 @@ def _parse_answer(resp: aiohttp.ClientResponse, body: bytes):
     return obj
 
 
-_RESET = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
-
-
-def stale_connection(exc: BaseException) -> bool:
-    """The engine closed a pooled keep-alive connection as we reused it (it dropped the socket before any answer:
-    llama.cpp's and uvicorn's servers close idle connections after 5 s, so a reuse can cross their FIN). Not a
-    refused dial: that is ClientConnectorError, and says the engine is gone."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return False
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return True
-    return isinstance(exc, aiohttp.ClientOSError) and exc.errno in _RESET
-
-
-async def _post(session: aiohttp.ClientSession, url: str, data: bytes, headers: dict, timeout):
-    """POST once; when the connection turns out to be a stale pooled one (nothing came back), once more on another.
-    Safe to repeat: the engine answered nothing, and a completion has no side effect beyond the compute."""
-    try:
-        return await session.post(url, data=data, headers=headers, timeout=timeout)
-    except (aiohttp.ClientError, OSError) as exc:
-        if not stale_connection(exc):
-            raise
-    return await session.post(url, data=data, headers=headers, timeout=timeout)
-
-
 async def attempt(session: aiohttp.ClientSession, st, path: str, data: bytes, headers: dict, stream: bool) -> Outcome:
     """Sends one request to `st` under its deadlines. Holds no slot itself (the caller does)."""
     cfg = st.cfg
@@ -157,7 +131,7 @@ async def attempt(session: aiohttp.ClientSession, st, path: str, data: bytes, he
     try:
         async with asyncio.timeout_at(first_at) as cm:
             try:
-                resp = await _post(session, url, data, headers, st.timeout)
+                resp = await session.post(url, data=data, headers=headers, timeout=st.timeout)
                 if resp.status >= 500:
                     body = await resp.read()
                     clean = True
@@ -215,3 +189,18 @@ async def attempt(session: aiohttp.ClientSession, st, path: str, data: bytes, he
                 resp.release()
             else:
                 resp.close()      # a half-read answer: drop the connection, so the engine stops too
+
+
+async def attempt_twice_on_a_dropped_connection(session: aiohttp.ClientSession, st, path: str, data: bytes,
+                                                headers: dict, stream: bool) -> Outcome:
+    """`attempt`, and once more when the engine dropped the connection before answering (kind "connection": the
+    connection was made, then closed or reset with no complete answer; a refused dial is "connect" and is not
+    retried). That is what reusing a pooled keep-alive connection the engine is closing looks like (llama-server and
+    uvicorn close idle ones after 5 s), and a one-off network reset: neither says the engine is down. Nothing has
+    reached the client yet, and a completion has no side effect beyond its compute, so sending it again is safe."""
+    try:
+        return await attempt(session, st, path, data, headers, stream)
+    except EngineFailure as f:
+        if f.kind != "connection":
+            raise
+    return await attempt(session, st, path, data, headers, stream)

@@ -24,7 +24,7 @@ from ..decision.config import RouterConfig
 from ..decision.policy import Decision, Policy
 from ..errors import ApiError
 from ..ops.telemetry import Logs, Metrics, now_iso
-from .attempt import EngineFailure, Outcome, attempt
+from .attempt import EngineFailure, Outcome, attempt_twice_on_a_dropped_connection
 from .upstreams import mark_route_down
 
 
@@ -168,7 +168,7 @@ async def forward(rt: Runtime, session: aiohttp.ClientSession, metrics: Metrics,
             if req_id:
                 headers = {**headers, "X-Request-Id": req_id}
             try:
-                out = await attempt(session, st, path, data, headers, stream)
+                out = await attempt_twice_on_a_dropped_connection(session, st, path, data, headers, stream)
             except EngineFailure as f:
                 failure = f
             else:

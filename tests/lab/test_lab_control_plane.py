@@ -246,8 +246,13 @@ def test_router_restart_under_load_loses_no_request_and_no_command(lab):
         stop.set()
         for t in threads:
             t.join(180)
-        assert failures == [], (failures[:5], _router_log_tail(lab, "router-failures.jsonl"),
-                                _router_log_tail(lab, "router-events.jsonl"))
+        if failures:        # printed whole (an assertion message is cut): pytest shows a failed test's stdout
+            print(f"{len(failures)} failed requests; first ones:", *failures[:5], sep="\n")
+            for name in ("upstream-failures.jsonl", "router-events.jsonl"):
+                print(f"--- {name}", _router_log_tail(lab, name, 30), sep="\n")
+            print("--- journal", podman_exec(gw, "journalctl", "-u", "homelab-router", "-n", "60", "--no-pager",
+                                         check=False).stdout, sep="\n")
+        assert failures == [], f"{len(failures)} failed requests, the first: {failures[:3]}"
     finally:
         podman_exec(inv.container(node), "systemctl", "start", "homelab-agent", check=False)
     done = wait_until(lambda: (lambda c: c if c["status"] not in ("queued", "delivered", "running") else None)(
