@@ -320,7 +320,14 @@ def phase_hosts(lab: Lab, key: Path) -> None:
             # The WireGuard role enables IP forwarding (sysctl): /proc/sys is read-only in an unprivileged
             # container, so a WireGuard host of the lab runs privileged (its own network namespace still).
             extra += ["--privileged"]
-        how = _run_container(lab, name, host, lab.address(host), extra, ["/sbin/init"], _host_image(lab, host))
+        image = _host_image(lab, host)
+        if image == LAB_IMAGE_NOBLE:
+            # Ubuntu 24.04's systemd (255) keeps CAP_SYS_ADMIN across a unit's User= switch to set up its sandbox
+            # (ProtectSystem=, PrivateTmp=, ...); without it in the container's bounding set every hardened unit
+            # with a User= fails with 217/USER ("Failed to keep CAP_SYS_ADMIN"). A host (bare metal, a VM, a
+            # Proxmox LXC with nesting) has it; Debian 12's systemd (252) does not ask for it.
+            extra += ["--cap-add", "SYS_ADMIN"]
+        how = _run_container(lab, name, host, lab.address(host), extra, ["/sbin/init"], image)
         done.setdefault(how, []).append(name)
     # Probe containers: plain clients at chosen addresses for the port test (no systemd, no sshd).
     for probe in lab.vars.get("lab_probe_hosts", []):
