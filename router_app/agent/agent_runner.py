@@ -91,7 +91,14 @@ def run_runbook(cmd: dict, cfg: dict, on_event=None, on_tick=None) -> dict:
             "--rotate-artifacts", str(int(rc_cfg.get("rotate_artifacts", 20)))]
     if cmd["args"].get("check"):
         argv.append("--cmdline=--check")      # one token: argparse would take a bare --check for an option
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
+    # Ansible's temporary files inside the runner's own directory: the agent's unit makes everything else read-only
+    # (ProtectSystem=strict, ProtectHome=yes), and ansible-core 2.16 (Ubuntu 24.04) puts its remote tmp under the
+    # user's passwd home (/root/.ansible/tmp), not $HOME: recover_cuda failed "UNREACHABLE! Failed to create
+    # temporary directory" on the lab's Ubuntu 24.04 node.
+    tmp_root = os.path.join(pdd, "tmp")
+    os.makedirs(tmp_root, mode=0o700, exist_ok=True)
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_HOME=os.path.join(pdd, "ansible-home"),
+               ANSIBLE_LOCAL_TEMP=os.path.join(tmp_root, "local"), ANSIBLE_REMOTE_TMP=os.path.join(tmp_root, "remote"))
     art = os.path.join(pdd, "artifacts", cmd["id"])
     watcher = EventWatcher(os.path.join(art, "job_events"), on_event) if on_event else None
     deadline = time.monotonic() + float(rc_cfg.get("timeout_s", 1800))

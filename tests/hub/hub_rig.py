@@ -110,11 +110,12 @@ class Rig:
         path.write_text(json.dumps(cfg))
         return path
 
-    def start_agent(self, node: str, token: str | None = None) -> subprocess.Popen:
+    def start_agent(self, node: str, token: str | None = None, wrap: tuple = ()) -> subprocess.Popen:
+        """`wrap`: a command prefix for the agent process (e.g. a mount namespace with a read-only home)."""
         path = self.agent_config(node, token)
         e = env()
         e["FAKE_NVIDIA_SMI_CSV"] = str(self.tmp / f"agent-{node}" / "gpus.csv")
-        p = subprocess.Popen([sys.executable, str(AGENT), "--config", str(path)], env=e, cwd=self.tmp,
+        p = subprocess.Popen([*wrap, sys.executable, str(AGENT), "--config", str(path)], env=e, cwd=self.tmp,
                              stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"agent-{node}.err", "ab"))
         self.agents[node] = p
         return p

@@ -71,3 +71,23 @@ def test_summaries_are_bounded_and_carry_no_output():
     for i in range(agent.EVENTS_PER_COMMAND + 50):
         a._on_event("c1", {"seq": i, "step": "ok"})
     assert len(a.events) == agent.EVENTS_PER_COMMAND and a.event_counts["c1"] == agent.EVENTS_PER_COMMAND + 50
+
+
+def test_runbook_runs_with_home_read_only_as_the_unit_makes_it(rig, tmp_path):
+    """roles/homelab_agent's unit has ProtectHome=yes and ProtectSystem=strict; ansible-core 2.16 (Ubuntu 24.04) puts
+    its remote tmp under the passwd home whatever $HOME says. The lab's Ubuntu 24.04 node failed recover_cuda with
+    "Failed to create temporary directory" until the runner got its own ANSIBLE_REMOTE_TMP/LOCAL_TEMP. Here the
+    agent runs in a mount namespace where the passwd home and $HOME are read-only bind mounts."""
+    import os
+    import pwd
+    import shutil
+    home = pwd.getpwuid(os.getuid()).pw_dir
+    unshare = shutil.which("unshare")
+    assert unshare and os.geteuid() == 0, "this test needs util-linux's unshare and root (CI runs as root)"
+    script = f"mount --bind {home} {home} && mount -o remount,bind,ro {home} && exec \"$@\""
+    rig.start_agent("gpu-a", wrap=(unshare, "-m", "--propagation", "private", "sh", "-c", script, "agent"))
+    rig.wait(lambda: rig.node("gpu-a")["state"] == "healthy", what="gpu-a healthy")
+    cid = rig.admin.post("/admin/recover-cuda", json={"node": "gpu-a"}).json()["id"]
+    done = rig.wait(lambda: (c := rig.command(cid))["status"] in ("succeeded", "failed") and c, timeout=90,
+                    what="result")
+    assert done["status"] == "succeeded", done
