@@ -41,7 +41,11 @@ class BridgeApp:
                                 middleware=[GateMiddleware(self.verifier, self.audit)], log_level="WARNING")
         register_tools(self.server, self.services)
         sec = _security(self.services.settings)
-        self._http = self.server.streamable_http_app(transport_security=sec)
+        # Streamable HTTP answers each request with one JSON body (json_response), not an SSE stream per call: the
+        # tools are request/response (no progress notifications), and behind Caddy a per-call SSE stream was cut
+        # now and then before its result ("SSE stream ended without a response": about 1 call sequence in 30 in the
+        # lab, none straight to the bridge). A plain JSON body with a length has no such tail to lose.
+        self._http = self.server.streamable_http_app(transport_security=sec, json_response=True)
         self._sse = self.server.sse_app(transport_security=sec)
 
     @contextlib.asynccontextmanager
