@@ -561,6 +561,16 @@ def create_key(lab: Lab, app: str, extra: list[str] | None = None) -> str:
     secret = _find_secret(proc.stdout)
     if not secret:
         raise LabError(f"could not find the key in `homelab-router keys create` output:\n{proc.stdout}")
+    # The router takes a key the CLI created on its next store poll (router_app/access/ledger.py, poll_s 0.5 s); a
+    # request that beats the poll is a 401 once any key exists (the example's Open WebUI key does): wait it out.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if https_get(lab, "/v1/models", secret)[0] != 401:
+                break
+        except (urllib.error.URLError, OSError, ssl.SSLError):
+            break            # the router is not reachable yet: phase_access waits for it
+        time.sleep(0.3)
     return secret
 
 
