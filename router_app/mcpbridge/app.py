@@ -110,6 +110,9 @@ def serve(config_path: str, host: Optional[str] = None, port: Optional[int] = No
     admin_key = os.environ.get(cfg.admin_key_env) if cfg.admin_key_env else None
     bridge = BridgeApp(config_path, admin_key)
     s = bridge.services.settings
+    # timeout_keep_alive as the router's: uvicorn's default 5 s closed connections that Caddy (or a client) still
+    # held as idle, and a request sent on one just then failed (tests/router/test_mcp_behind_caddy.py).
     uvicorn.run(bridge, host=host or s.listen.host, port=port or s.listen.port, log_level=log_level,
-                lifespan="on", access_log=False, server_header=False, timeout_graceful_shutdown=5)
+                lifespan="on", access_log=False, server_header=False, timeout_graceful_shutdown=5,
+                timeout_keep_alive=75)
     return 0
