@@ -275,8 +275,10 @@ class Store:
         self, app: str, *, routes: Optional[Sequence[str]] = None,
         models: Optional[Sequence[str]] = None, rpm: Optional[int] = None,
         tokens_per_day: Optional[int] = None, tokens_per_month: Optional[int] = None,
-        now: Optional[float] = None,
+        now: Optional[float] = None, replace: bool = False,
     ) -> tuple[KeyRecord, str]:
+        """A new active key for ``app``. An app with an active key is refused, unless ``replace``: then that key is
+        revoked in the same transaction, so no reader ever sees the app with no key or with two."""
         if not app or not all(c.isalnum() or c in "-_." for c in app):
             raise StoreError(f"invalid app name {app!r}: use letters, digits, '-', '_' or '.'")
         for name, v in (("rpm", rpm), ("tokens_per_day", tokens_per_day),
@@ -287,7 +289,9 @@ class Store:
         ts = time.time() if now is None else now
 
         def fn(c: sqlite3.Connection) -> None:
-            if c.execute("SELECT 1 FROM keys WHERE app=? AND revoked_at IS NULL", (app,)).fetchone():
+            if replace:
+                c.execute("UPDATE keys SET revoked_at=? WHERE app=? AND revoked_at IS NULL", (ts, app))
+            elif c.execute("SELECT 1 FROM keys WHERE app=? AND revoked_at IS NULL", (app,)).fetchone():
                 raise StoreError(f"app {app!r} already has an active key (use 'keys rotate {app}')")
             c.execute(
                 f"INSERT INTO keys ({_KEY_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,NULL)",

@@ -6,9 +6,9 @@ For a service on the router's own host (Open WebUI on the gateway): configuratio
         --env-file /etc/open-webui/router-key.env --env-name OPENAI_API_KEYS --env-name RAG_OPENAI_API_KEY
 
 and the service's unit reads that file (systemd ``EnvironmentFile=``). If the file already holds a token that is the
-app's active key in the store, nothing changes. Otherwise the app gets a fresh key (any active one revoked; the
-limits given here apply) and the file is replaced atomically (mode 0600, owned by whoever runs this: root under
-Ansible). The secret never reaches a command line, stdout or a log: stdout is one JSON line
+app's active key in the store, nothing changes. Otherwise the app gets a fresh key (any active one revoked in the
+same transaction; the limits given here apply) and the file is replaced atomically (mode 0600, owned by whoever runs
+this: root under Ansible). The secret never reaches a command line, stdout or a log: stdout is one JSON line
 ``{"app", "key_id", "changed", "action"}`` (action: unchanged, created, rotated, rewritten) for ``changed_when``.
 
 Run as root, the store is opened with the store file's owner as effective user (the router's own user), so SQLite's
@@ -108,9 +108,7 @@ def _key_in_store(store: Store, a: argparse.Namespace, token: Optional[str]):
     rec = store.get_active(a.app)
     if token and rec is not None and split_token(token)[0] == rec.kid and rec.verify(token):
         return rec, None, "unchanged"
-    if rec is not None:
-        store.revoke(a.app)
-    new, secret = store.create_key(a.app, routes=a.routes, models=a.models, rpm=a.rpm,
+    new, secret = store.create_key(a.app, routes=a.routes, models=a.models, rpm=a.rpm, replace=True,
                                    tokens_per_day=a.tokens_per_day, tokens_per_month=a.tokens_per_month)
     return new, secret, ("rotated" if rec is not None else "created")
 

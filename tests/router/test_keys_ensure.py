@@ -168,3 +168,22 @@ def test_as_root_the_store_is_touched_as_its_owner_and_the_file_is_roots(tmp_pat
         assert json.loads(ensure(capsys, cfg, env)[1])["changed"] is False
     finally:
         shutil.rmtree(top)
+
+
+def test_replacing_a_key_is_one_transaction(tmp_path, monkeypatch):
+    """create_key(replace=True), what `keys ensure` uses: the revoke and the new key commit together; when the insert
+    fails, the old key is still the active one (before, a failed create after the revoke left the app with none)."""
+    st = Store(str(tmp_path / "router.sqlite3"))
+    try:
+        old, _ = st.create_key("open-webui")
+        clash = Store._new_secret()
+        monkeypatch.setattr(Store, "_new_secret", staticmethod(lambda: (old.kid, *clash[1:])))   # primary key clash
+        with pytest.raises(Exception):
+            st.create_key("open-webui", replace=True)
+        assert st.get_active("open-webui").kid == old.kid
+        monkeypatch.undo()
+        new, _ = st.create_key("open-webui", replace=True)
+        keys = st.list_keys(include_revoked=True)
+        assert new.kid != old.kid and [k.kid for k in keys if k.active] == [new.kid] and len(keys) == 2
+    finally:
+        st.close()
