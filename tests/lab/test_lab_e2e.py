@@ -357,3 +357,16 @@ def test_netdata_parent_lists_every_node(lab):
 
     hosts = wait_until(mirrored, timeout=120, interval=2, what="netdata parent mirroring every netdata host")
     assert inv.groups["netdata"] <= hosts
+
+
+def test_each_host_runs_the_system_its_inventory_names(lab):
+    """The GPU nodes boot Ubuntu 24.04 as the seeds' machines run it (`lab_image: ubuntu2404` in inventory/lab), the
+    rest Debian 12; the engines, agents and Netdata on them are the ones the other tests exercise."""
+    inv = lab["lab"]
+    want = {h: inv.hostvars[h].get("lab_image", "debian12") for h in inv.hosts}
+    assert {h for h, k in want.items() if k == "ubuntu2404"} >= {"ubuntu-4090", "ubuntu-6000", "spark"}, want
+    for host, kind in want.items():
+        rel = podman_exec(inv.container(host), "cat", "/etc/os-release").stdout
+        fields = dict(line.split("=", 1) for line in rel.splitlines() if "=" in line)
+        got = (fields["ID"], fields["VERSION_ID"].strip('"'))
+        assert got == {"ubuntu2404": ("ubuntu", "24.04"), "debian12": ("debian", "12")}[kind], (host, got)
