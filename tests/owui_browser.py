@@ -164,11 +164,36 @@ def picked_model(driver) -> str:
     return wait(driver, lambda d: css(d, "#model-selector-model-button"), 30, "the model picker").text.strip()
 
 
-def send(driver, text: str) -> None:
-    box = wait(driver, lambda d: css(d, "#chat-input"), 30, "the message box")
-    box.click()
-    box.send_keys(text)
-    wait(driver, lambda d: css(d, "#send-message-button"), 10, "the send button").click()
+def send(driver, text: str, attempts: int = 3) -> None:
+    """Type text and send it; done when it is in the conversation and the message box is empty again.
+
+    On a loaded machine the box could re-render just after an answer ended (the send button is only shown once the
+    last message is done), dropping the typed text, and the click on the send button then sent nothing (seen in CI:
+    the test then waited for an answer to a message never sent). Such a miss is typed and sent again."""
+    from selenium.common.exceptions import WebDriverException
+    before = body_text(driver).count(text)
+
+    def box_text(d) -> str:
+        box = css(d, "#chat-input")
+        return box.text if box is not None else ""
+
+    for attempt in range(attempts):
+        box = wait(driver, lambda d: css(d, "#chat-input"), 30, "the message box")
+        try:
+            if text not in box.text:
+                box.click()
+                box.send_keys(text)
+            wait(driver, lambda d: css(d, "#send-message-button"), 10, "the send button").click()
+        except WebDriverException:    # the element went stale under us: look again
+            continue
+        try:                          # Open WebUI shows a sent message at once; 20 s covers a loaded box
+            wait(driver, lambda d: body_text(d).count(text) > before and text not in box_text(d), 20,
+                 "the message in the conversation")
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError(f"could not send {text!r}; page text: {body_text(driver)[:800]}")
 
 
 def assistant_text(driver) -> str:
