@@ -157,9 +157,10 @@ def _mcp(lab, key: str, fn):
 
     Under CI's load (the Molecule scenarios beside the lab) an answer was now and then cut in transit: the client got
     the bridge's headers, then the connection closed ("peer closed connection without sending complete message
-    body"), 1 run in 2 there and never in 3 lab runs plus 160 stress sessions here; the cause is not found (see the
-    README's known issues). Such a session is run once more, as an MCP client would, and the gateway's Caddy and bridge
-    journals go to a warning and to .lab/mcp-cut-in-transit.log; a second cut, or any other error, fails the test."""
+    body"), once in each of two CI runs, never in 3 lab runs plus 160 stress sessions on an idle box; the cause is not
+    found (see the README's known issues). Such a session is run once more, as an MCP client would, and the gateway's
+    Caddy and bridge journals go to a warning and to .lab/mcp-cut-in-transit.log; a second cut, or any other error,
+    fails the test."""
     base = lab["lab"].endpoint.rsplit("/v1", 1)[0]
 
     async def main():
