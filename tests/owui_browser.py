@@ -152,12 +152,37 @@ def token(driver) -> str:
     return driver.execute_script("return localStorage.token")
 
 
-def pick_model(driver, model: str) -> None:
-    wait(driver, lambda d: css(d, "#model-selector-model-button"), 30, "the model picker").click()
-    search = wait(driver, lambda d: css(d, "#model-search-input"), 10, "the model search box")
-    search.send_keys(model)
-    wait(driver, lambda d: css(d, f'[aria-label="Select {model} model"]'), 10, f"{model} in the list").click()
-    wait(driver, lambda d: model == css(d, "#model-selector-model-button").text.strip(), 10, f"{model} picked")
+def pick_model(driver, model: str, attempts: int = 3) -> None:
+    """Open the model picker, search for model, pick it.
+
+    On a loaded machine the search box could take the keys before it was wired up and drop them: the list stayed
+    unfiltered (17 items) and the model, below the fold, never showed (seen in CI). The search text is checked and
+    typed again, and the picker reopened, when that happens."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.keys import Keys
+    item = f'[aria-label="Select {model} model"]'
+    for attempt in range(attempts):
+        try:
+            wait(driver, lambda d: css(d, "#model-selector-model-button"), 30, "the model picker").click()
+            search = wait(driver, lambda d: css(d, "#model-search-input"), 10, "the model search box")
+            for _ in range(3):
+                if (search.get_attribute("value") or "") == model:
+                    break
+                search.clear()
+                search.send_keys(model)
+                time.sleep(0.3)
+            found = wait(driver, lambda d: css(d, item), 10, f"{model} in the list")
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", found)
+            found.click()
+            wait(driver, lambda d: model == css(d, "#model-selector-model-button").text.strip(), 10, f"{model} picked")
+            return
+        except (AssertionError, WebDriverException):
+            if attempt == attempts - 1:
+                raise
+            try:                        # close the menu, if open, before the next try
+                driver.find_element("tag name", "body").send_keys(Keys.ESCAPE)
+            except WebDriverException:
+                pass
 
 
 def picked_model(driver) -> str:
