@@ -159,6 +159,11 @@ def rules_caddy(v: Mapping[str, Any]) -> list[Problem]:
     out += [("caddy_allowed_cidrs", f"{c!r} is not an IPv4/IPv6 CIDR") for c in allowed if not is_network(c)]
     if v.get("caddy_tls_mode") == "acme":
         out += _required(v, "caddy_acme_email", "caddy_tls_mode acme needs an account email")
+    if "caddy_request_body_max_bytes" in v and v.get("caddy_buffer_requests", True):
+        limit = v.get("caddy_request_body_max_bytes")
+        if isinstance(limit, bool) or (_int(limit) or 0) < 1048576:
+            out.append(("caddy_request_body_max_bytes", "must be an integer >= 1048576 (request bodies are buffered "
+                                                        f"whole up to it; the router's limit is 32 MiB), got {limit!r}"))
     return out
 
 

@@ -32,7 +32,8 @@ def cmd_serve(args) -> int:
     port = args.port or cfg.listen.port
     # SIGTERM: uvicorn closes its listening socket at once (so a proxy in front sees connection refused and retries
     # the dial: roles/caddy's lb_try_duration), finishes the requests in flight for up to --graceful-timeout
-    # seconds, then runs the lifespan shutdown (ledger, hub store). The unit's TimeoutStopSec is longer.
+    # seconds, then runs the lifespan shutdown (ledger, hub store). The unit's TimeoutStopSec is longer. A connection
+    # with no request in progress gets a moment for one already on its way (router_app/ops/httpconn.py).
     kw = dict(host=host, port=port, access_log=False, log_level=args.log_level, lifespan="on",
               timeout_keep_alive=75, server_header=False, timeout_graceful_shutdown=args.graceful_timeout)
     try:
@@ -41,8 +42,8 @@ def cmd_serve(args) -> int:
     except ImportError:
         pass
     try:
-        import httptools  # noqa: F401
-        kw["http"] = "httptools"
+        from ..ops.httpconn import HttpProtocol     # httptools; on a stop, a request already on its way is answered
+        kw["http"] = HttpProtocol
     except ImportError:
         pass
     if args.fd is not None:     # a listening socket handed over (systemd socket activation: --fd 3)

@@ -16,10 +16,13 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
 from .. import __version__
+from ..ops import readfirst
 from .auth import AuditLog, AuthFailure, KeyVerifier, bearer_of
 from .services import Hooks, Services
 from .tools import GateMiddleware, register_tools
 
+BODY_LIMIT = 32 << 20         # read to its end before an early answer (router_app/ops/readfirst.py); as Caddy
+BODY_TIMEOUT_S = 10.0
 INSTRUCTIONS = ("homelab-ai cluster tools: route state, drain/undrain, policy reload, models, GPU nodes, engine URLs "
                 "and allowlisted files of managed hosts. Mutating tools take dry_run; use it first.")
 
@@ -71,6 +74,8 @@ class BridgeApp:
             return
         if scope["type"] != "http":
             return
+        # its 401/403/404 come before the body is read: read it first (router_app/ops/readfirst.py)
+        receive, send = readfirst.wrap(scope, receive, send, BODY_LIMIT, BODY_TIMEOUT_S)
         path = scope["path"]
         if path == "/healthz":
             await self._json(send, 200, {"status": "ok"})
@@ -112,7 +117,13 @@ def serve(config_path: str, host: Optional[str] = None, port: Optional[int] = No
     s = bridge.services.settings
     # timeout_keep_alive as the router's: uvicorn's default 5 s closed connections that Caddy (or a client) still
     # held as idle, and a request sent on one just then failed (tests/router/test_mcp_behind_caddy.py).
+    kw = {}
+    try:
+        from ..ops.httpconn import HttpProtocol     # on a stop, a request already on its way is still answered
+        kw["http"] = HttpProtocol
+    except ImportError:
+        pass
     uvicorn.run(bridge, host=host or s.listen.host, port=port or s.listen.port, log_level=log_level,
                 lifespan="on", access_log=False, server_header=False, timeout_graceful_shutdown=5,
-                timeout_keep_alive=75)
+                timeout_keep_alive=75, **kw)
     return 0

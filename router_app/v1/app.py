@@ -30,6 +30,7 @@ from ..dispatch.upstreams import HealthChecker, build_states, new_session
 from ..errors import ApiError
 from ..hub import agent_asgi
 from ..hub.service import Hub, default_store_path
+from ..ops import readfirst
 from ..ops.app import build_ops_app
 from ..ops.telemetry import Logs, Metrics, now_iso
 from . import body as _body
@@ -193,6 +194,9 @@ class RouterApp:
     # ================================================================================= ASGI
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
+            # no answer before the body is in (bounded): behind a proxy an early 401 could be lost (ops/readfirst.py)
+            receive, send = readfirst.wrap(scope, receive, send, self.runtime.config.max_body_bytes,
+                                           self.body_timeout_s)
             path = scope["path"]
             if path.startswith("/v1/"):     # the hot path: a dict lookup, no framework
                 method = scope["method"]

@@ -1,7 +1,7 @@
 """The /v1 request pipeline: small named steps that read in order.
 
     begin          headers only: request id, Authorization, X-Homelab-Route/Bucket
-    authenticate   on the headers, before a byte of the body is read (401 costs the router nothing)
+    authenticate   on the headers (a 401 still waits for the body's end: router_app/ops/readfirst.py)
     read_body      413 over the limit, 408 when the client stalls
     parse          JSON object, nesting, shapes (router_app/v1/body.py): bad input is a 400 before any slot
     decide         the policy (router_app/decision): route, bucket, reason; 400/403 for impossible pins

@@ -129,6 +129,10 @@ def caddy_ports_equal(m):
     m["hostvars"]["ai-gateway"]["caddy_https_port"] = 80
 
 
+def caddy_body_limit_too_small(m):
+    m["hostvars"]["ai-gateway"]["caddy_request_body_max_bytes"] = 4096
+
+
 def netdata_key_not_a_uuid(m):
     for hv in m["hostvars"].values():
         hv["vault_netdata_stream_api_key"] = "not-a-uuid"
@@ -251,6 +255,7 @@ VARIANTS = [
     (engine_port_out_of_range, False, "70000"),
     (ssh_port_zero, False, "common_ssh_port"),
     (caddy_ports_equal, False, "caddy_https_port"),
+    (caddy_body_limit_too_small, False, "caddy_request_body_max_bytes: must be an integer >= 1048576"),
     (netdata_key_not_a_uuid, False, "netdata_stream_api_key: is required"),
     (no_router_admin_key, False, "router_admin_key: is required"),
     (lmstudio_on_linux_without_archive, False, "lmstudio_archive_url: is required"),

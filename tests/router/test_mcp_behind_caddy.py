@@ -67,3 +67,39 @@ def test_mcp_sessions_through_caddy_with_idle_gaps(cluster, tmp_path):  # noqa: 
         assert '"status":502' not in log, log[-3000:]
     finally:
         front.stop()
+
+
+def test_the_bridge_401_through_caddy_is_never_cut(cluster, tmp_path):  # noqa: F811
+    """POST /mcp without a key through the real Caddy (the lab's test_mcp_without_a_key_is_401 failed in CI with
+    "received 0 bytes, expected 101"; 5 of 900 in the lab before roles/caddy's buffer_requests): a new connection per
+    request as httpx.post makes, 900 times, and once with a 5 MB body that the bridge reads before its 401."""
+    import collections
+    import threading
+
+    import httpx
+
+    mport = int(cluster["base"].rsplit(":", 1)[1])
+    front = CaddyFront(tmp_path, cluster["rig"].port, caddy_mcp_upstream=f"127.0.0.1:{mport}")
+    assert "buffer_requests" in re.search(r"handle @mcp \{(.*?)\n\t\}", front.caddyfile.read_text(), re.S).group(1)
+    front.start()
+    try:
+        got = collections.Counter()
+
+        def run():
+            for _ in range(300):
+                try:
+                    r = httpx.post(front.url + "/mcp", json={}, timeout=30)
+                    got[(r.status_code, r.json()["error"]["code"])] += 1
+                except Exception as exc:   # noqa: BLE001 - every failure is counted and reported
+                    got[f"{type(exc).__name__}: {exc}"] += 1
+        threads = [threading.Thread(target=run) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert got == {(401, "missing_api_key"): 900}, got
+        big = httpx.post(front.url + "/mcp", content=b" " * (5 << 20), timeout=60,
+                         headers={"Content-Type": "application/json"})
+        assert (big.status_code, big.json()["error"]["code"]) == (401, "missing_api_key"), big.text[:300]
+    finally:
+        front.stop()
