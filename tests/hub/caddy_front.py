@@ -75,3 +75,26 @@ class CaddyFront:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+def post_many(url: str, n: int, threads: int = 3, **kw):
+    """n POSTs in each of `threads` threads, each on a new connection as httpx.post makes -> Counter of
+    (status, error code) per answer and "<exception>: <message>" per failure (none is left out)."""
+    import collections
+    import threading
+
+    got = collections.Counter()
+
+    def run():
+        for _ in range(n):
+            try:
+                r = httpx.post(url, timeout=30, **kw)
+                got[(r.status_code, r.json()["error"]["code"])] += 1
+            except Exception as exc:   # noqa: BLE001 - every failure is counted and reported
+                got[f"{type(exc).__name__}: {exc}"] += 1
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(300)
+    return got

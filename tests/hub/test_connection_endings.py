@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import threading
 import time
 
 import httpx
@@ -112,10 +111,9 @@ def test_an_early_answer_through_caddy_arrives_whole(tmp_path):
     buffers request bodies (buffer_requests): none is cut. A 10 MiB body with a bad key: the router reads it before
     its 401 (router_app/ops/readfirst.py; answered unread, Caddy's write into the closed connection made it a 502).
     A declared body over caddy_request_body_max_bytes (32 MiB) gets Caddy's own OpenAI-shaped 413."""
-    import collections
     import os
 
-    from caddy_front import CaddyFront
+    from caddy_front import CaddyFront, post_many
 
     rig = FdRig(tmp_path, mutate=lambda cfg: cfg.update(auth="required"))
     front = None
@@ -125,23 +123,9 @@ def test_an_early_answer_through_caddy_arrives_whole(tmp_path):
         assert "buffer_requests" in front.caddyfile.read_text()
         front.start()
         n = int(os.environ.get("EARLY_ANSWER_REQUESTS", "400"))
-        codes, errors = collections.Counter(), collections.Counter()
-
-        def run():
-            body = {"model": "homelab/auto", "messages": [{"role": "user", "content": "hi"}]}
-            for _ in range(n):
-                try:      # a new connection per request, as httpx.post makes
-                    r = httpx.post(front.url + "/v1/chat/completions", json=body, timeout=30,
-                                   headers={"Authorization": "Bearer hlr_0000_unknown"})
-                    codes[(r.status_code, r.json()["error"]["code"])] += 1
-                except Exception as exc:   # noqa: BLE001 - every failure is counted and reported
-                    errors[f"{type(exc).__name__}: {exc}"] += 1
-        threads = [threading.Thread(target=run) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(300)
-        assert errors == {} and codes == {(401, "invalid_api_key"): 3 * n}, (codes, errors)
+        got = post_many(front.url + "/v1/chat/completions", n, headers={"Authorization": "Bearer hlr_0000_unknown"},
+                        json={"model": "homelab/auto", "messages": [{"role": "user", "content": "hi"}]})
+        assert got == {(401, "invalid_api_key"): 3 * n}, got
 
         key = {"Authorization": "Bearer hlr_0000_unknown", "Content-Type": "application/json"}
         for _ in range(3):     # a large body and a bad key: the router reads the body, then answers 401

@@ -18,7 +18,7 @@ from test_mcp_bridge import payload, session
 from test_mcp_cluster import cluster  # noqa: F401  (the fixture: router + hub + agent + bridge processes)
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "hub"))
-from caddy_front import CaddyFront  # noqa: E402
+from caddy_front import CaddyFront, post_many  # noqa: E402
 
 
 def _get(sock: socket.socket, host: str) -> bytes:
@@ -73,9 +73,6 @@ def test_the_bridge_401_through_caddy_is_never_cut(cluster, tmp_path):  # noqa: 
     """POST /mcp without a key through the real Caddy (the lab's test_mcp_without_a_key_is_401 failed in CI with
     "received 0 bytes, expected 101"; 5 of 900 in the lab before roles/caddy's buffer_requests): a new connection per
     request as httpx.post makes, 900 times, and once with a 5 MB body that the bridge reads before its 401."""
-    import collections
-    import threading
-
     import httpx
 
     mport = int(cluster["base"].rsplit(":", 1)[1])
@@ -83,20 +80,7 @@ def test_the_bridge_401_through_caddy_is_never_cut(cluster, tmp_path):  # noqa: 
     assert "buffer_requests" in re.search(r"handle @mcp \{(.*?)\n\t\}", front.caddyfile.read_text(), re.S).group(1)
     front.start()
     try:
-        got = collections.Counter()
-
-        def run():
-            for _ in range(300):
-                try:
-                    r = httpx.post(front.url + "/mcp", json={}, timeout=30)
-                    got[(r.status_code, r.json()["error"]["code"])] += 1
-                except Exception as exc:   # noqa: BLE001 - every failure is counted and reported
-                    got[f"{type(exc).__name__}: {exc}"] += 1
-        threads = [threading.Thread(target=run) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(300)
+        got = post_many(front.url + "/mcp", 300, json={})
         assert got == {(401, "missing_api_key"): 900}, got
         big = httpx.post(front.url + "/mcp", content=b" " * (5 << 20), timeout=60,
                          headers={"Content-Type": "application/json"})

@@ -55,6 +55,18 @@ def test_caddyfile(host):
     assert host.run("caddy validate --adapter caddyfile --config /etc/caddy/Caddyfile").rc == 0
 
 
+def test_request_bodies_are_buffered_and_bounded(host):
+    """Caddy reads a request body whole before it proxies it (a streamed one could cost a quick answer its body),
+    at most caddy_request_body_max_bytes: a larger declared body gets Caddy's own OpenAI-shaped 413."""
+    f = host.file("/etc/caddy/Caddyfile")
+    assert f.contains("buffer_requests") and f.contains("max_size 33554432")
+    out = host.run(f"{CURL} --http1.1 -o - -w '\\n%{{http_code}}' -H 'content-type: application/json' "
+                   f"-H 'content-length: 40000000' --data x https://{SITE}/v1/chat/completions")
+    body, _, code = out.stdout.rpartition("\n")
+    assert code == "413", (out.stdout, out.stderr)
+    assert json.loads(body)["error"]["code"] == "request_too_large"
+
+
 def test_root_ca_published_and_fetched(host):
     ca = host.file(CA)
     assert ca.exists and ca.mode == 0o644
