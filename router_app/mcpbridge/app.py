@@ -22,7 +22,6 @@ from .services import Hooks, Services
 from .tools import GateMiddleware, register_tools
 
 BODY_LIMIT = 32 << 20         # read to its end before an early answer (router_app/ops/readfirst.py); as Caddy
-BODY_TIMEOUT_S = 10.0
 INSTRUCTIONS = ("homelab-ai cluster tools: route state, drain/undrain, policy reload, models, GPU nodes, engine URLs "
                 "and allowlisted files of managed hosts. Mutating tools take dry_run; use it first.")
 
@@ -75,7 +74,7 @@ class BridgeApp:
         if scope["type"] != "http":
             return
         # its 401/403/404 come before the body is read: read it first (router_app/ops/readfirst.py)
-        receive, send = readfirst.wrap(scope, receive, send, BODY_LIMIT, BODY_TIMEOUT_S)
+        receive, send = readfirst.wrap(scope, receive, send, BODY_LIMIT)
         path = scope["path"]
         if path == "/healthz":
             await self._json(send, 200, {"status": "ok"})

@@ -195,8 +195,7 @@ class RouterApp:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             # no answer before the body is in (bounded): behind a proxy an early 401 could be lost (ops/readfirst.py)
-            receive, send = readfirst.wrap(scope, receive, send, self.runtime.config.max_body_bytes,
-                                           self.body_timeout_s)
+            receive, send = readfirst.wrap(scope, receive, send, self.runtime.config.max_body_bytes)
             path = scope["path"]
             if path.startswith("/v1/"):     # the hot path: a dict lookup, no framework
                 method = scope["method"]

@@ -36,10 +36,10 @@ class Client:
         self.sent.append((time.monotonic(), msg))
 
 
-def _answer_unread(client, limit=1000, timeout_s=5.0):
+def _answer_unread(client, limit=1000, idle_s=5.0, max_s=5.0):
     """An app that answers 401 without reading the body -> (start message, seconds until it was sent)."""
     async def run():
-        recv, snd = readfirst.wrap(client.scope, client.receive, client.send, limit, timeout_s)
+        recv, snd = readfirst.wrap(client.scope, client.receive, client.send, limit, idle_s, max_s)
         t0 = time.monotonic()
         await snd({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"application/json")]})
         await snd({"type": "http.response.body", "body": b"{}"})
@@ -68,10 +68,21 @@ def test_a_body_that_grows_over_the_limit_stops_the_read():
     assert c.calls == 2 and (b"connection", b"close") in start["headers"]
 
 
-def test_a_stalled_client_gets_its_answer_at_the_deadline():
+def test_a_stalled_client_gets_its_answer_after_a_pause():
     c = Client([b"a" * 10, None], content_length=100)
-    start, took = _answer_unread(c, timeout_s=0.3)
+    start, took = _answer_unread(c, idle_s=0.3)
     assert 0.2 < took < 2.0 and (b"connection", b"close") in start["headers"]
+
+
+def test_a_trickling_client_gets_its_answer_at_the_deadline():
+    class Trickle(Client):
+        async def receive(self):
+            self.calls += 1
+            await asyncio.sleep(0.1)          # a byte now and then, never a pause long enough to stop the read
+            return {"type": "http.request", "body": b"a", "more_body": True}
+    c = Trickle([], content_length=100)
+    start, took = _answer_unread(c, idle_s=0.3, max_s=0.8)
+    assert 0.7 < took < 2.0 and c.calls >= 5 and (b"connection", b"close") in start["headers"]
 
 
 def test_a_client_that_leaves_ends_the_wait():
@@ -83,7 +94,7 @@ def test_a_client_that_leaves_ends_the_wait():
 def test_a_body_the_app_read_costs_no_further_read():
     async def run():
         c = Client([b"x" * 50, b"y" * 50], content_length=100)
-        recv, snd = readfirst.wrap(c.scope, c.receive, c.send, 1000, 5.0)
+        recv, snd = readfirst.wrap(c.scope, c.receive, c.send, 1000)
         while (await recv())["more_body"]:
             pass
         calls = c.calls
@@ -98,7 +109,7 @@ def test_what_the_app_read_counts_against_the_limit():
     """A 413 after the app itself read past the limit is not followed by another full read."""
     async def run():
         c = Client([b"a" * 800, b"b" * 800, b"c" * 800, b"d"])
-        recv, snd = readfirst.wrap(c.scope, c.receive, c.send, 1000, 5.0)
+        recv, snd = readfirst.wrap(c.scope, c.receive, c.send, 1000)
         await recv()
         await recv()                          # 1600 bytes: over the limit, the app answers 413
         await snd({"type": "http.response.start", "status": 413, "headers": []})
