@@ -50,10 +50,9 @@ class HttpProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             cycle.keep_alive = False                  # in progress: finish it, then close
             return
-        if self._in_message:                          # a request's headers are arriving: it is the last one
-            self._draining = True
-            return
         self._draining = True
+        if self._in_message:                          # a request's headers are arriving: it is the last one
+            return
         grace = FRESH_GRACE_S if cycle is None else IDLE_GRACE_S
         self._grace = self.loop.call_later(grace, self._end_idle)
 
